@@ -1,0 +1,243 @@
+"""The PPO (DDPO/HERO) and DPO (D3PO) update loops on a ``Rollout``, shared by every method.
+
+Both follow ddpo-pytorch's training loop (scripts/train.py): pick random denoising steps of each
+trajectory, recompute their log-probs with the current LoRA weights (``Generator.step_log_prob``,
+CFG applied as at sampling time), accumulate gradients over the whole batch in micro-batches, clip the
+gradient norm and take **one optimizer step per inner epoch**.
+
+Log-prob scale. ``Rollout.log_probs`` are summed over the ``D = C·h·w`` latent elements (a true
+log-density). ddpo-pytorch, HERO and D3PO average over them instead, and their hyper-parameters
+(PPO clip range 1e-4, DPO beta 0.1) are tuned for that scale, so both updates feed the losses
+``log_prob / D`` -- exactly the per-element average those codebases use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from herobench.core.generator import Generator
+from herobench.core.losses import d3po_loss, ppo_clip_loss
+from herobench.errors import ConfigError
+from herobench.types import Rollout
+
+
+@dataclass(frozen=True)
+class PGConfig:
+    """Training hyper-parameters (defaults: HERO's, from ddpo-pytorch).
+
+    Attributes:
+        lr: AdamW learning rate (HERO 1e-3; D3PO 3e-5).
+        n_train_timesteps: denoising steps trained per trajectory, drawn at random without
+            replacement (HERO: 5; capped at ``T``).
+        clip_range: PPO ratio clip ``ε``.
+        adv_clip: advantages are clamped to ``±adv_clip``.
+        max_grad_norm: gradient-norm clip on the trained parameters.
+        train_micro_batch: (trajectory, step) items per UNet forward/backward (memory bound only).
+        inner_epochs: passes over the batch, one optimizer step each.
+        cfg_in_training: recompute log-probs with classifier-free guidance, as sampled.
+    """
+
+    lr: float = 1e-3
+    n_train_timesteps: int = 5
+    clip_range: float = 1e-4
+    adv_clip: float = 5.0
+    max_grad_norm: float = 1.0
+    train_micro_batch: int = 8
+    inner_epochs: int = 1
+    cfg_in_training: bool = True
+
+    def __post_init__(self):
+        for name in ("n_train_timesteps", "train_micro_batch", "inner_epochs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "clip_range", "adv_clip", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+def make_optimizer(params, lr: float, weight_decay: float = 1e-4) -> torch.optim.AdamW:
+    """AdamW with ddpo-pytorch's settings (betas 0.9/0.999, eps 1e-8, weight decay 1e-4)."""
+    return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay)
+
+
+def _params(optimizer: torch.optim.Optimizer) -> list[torch.nn.Parameter]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def _backward(loss: torch.Tensor, accelerator) -> None:
+    if accelerator is None:
+        loss.backward()
+    else:
+        accelerator.backward(loss)
+
+
+def _clip_and_step(optimizer, max_grad_norm: float, accelerator) -> float:
+    params = [p for p in _params(optimizer) if p.grad is not None]
+    if accelerator is None:
+        norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    else:
+        norm = accelerator.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(norm) if norm is not None else float("nan")
+
+
+def _check_accelerator(accelerator) -> None:
+    # we accumulate ourselves; Accelerate would divide the loss again
+    if accelerator is not None and accelerator.gradient_accumulation_steps != 1:
+        raise ValueError(
+            "pass an Accelerator with gradient_accumulation_steps=1 (the update loops accumulate)"
+        )
+
+
+def _random_steps(n: int, n_steps: int, k: int, rng: torch.Generator) -> torch.Tensor:
+    """``n×k`` distinct step indices per row, uniformly at random (ddpo-pytorch's per-sample randperm)."""
+    return torch.stack([torch.randperm(n_steps, generator=rng)[:k] for _ in range(n)])
+
+
+def ppo_update(
+    gen: Generator,
+    rollout: Rollout,
+    advantages: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    cfg: PGConfig,
+    rng: torch.Generator,
+    accelerator=None,
+) -> dict[str, float]:
+    """DDPO's PPO-clip update on one sampled batch.
+
+    Per inner epoch: for every trajectory ``n_train_timesteps`` random steps; for each (trajectory,
+    step) the recomputed log-prob enters ``ppo_clip_loss`` against the sampling-time log-prob with the
+    trajectory's advantage (clamped to ``±adv_clip``); the loss is the mean over all ``B·K`` items,
+    accumulated over micro-batches; then gradient clipping and one optimizer step.
+
+    Args:
+        gen: the generator whose UNet (with LoRA) is trained.
+        rollout: the batch, sampled by ``gen`` with the weights of before this update.
+        advantages: ``B`` advantages (e.g. ``normalize_advantages(rewards)``).
+        optimizer: holds the trained parameters (``make_optimizer(lora_parameters(unet), cfg.lr)``).
+        cfg: hyper-parameters.
+        rng: CPU generator for the step choice.
+        accelerator: optional ``accelerate.Accelerator`` (``gradient_accumulation_steps=1``) for
+            ``backward`` and ``clip_grad_norm_``.
+
+    Returns:
+        ``loss``, ``approx_kl``, ``clipfrac`` (means over items and epochs), ``grad_norm`` (before
+        clipping, last epoch), ``n_items`` (B·K per epoch), ``n_optimizer_steps``.
+    """
+    _check_accelerator(accelerator)
+    n, n_steps = rollout.log_probs.shape
+    if tuple(advantages.shape) != (n,):
+        raise ValueError(f"advantages has shape {tuple(advantages.shape)}, expected ({n},)")
+    k = min(cfg.n_train_timesteps, n_steps)
+    dim = rollout.latents[0, 0].numel()
+    dev = rollout.log_probs.device
+    adv = advantages.detach().to(dev, torch.float32).clamp(-cfg.adv_clip, cfg.adv_clip)
+    old = rollout.log_probs.detach().to(torch.float32) / dim
+    total = n * k
+    sums = {"loss": 0.0, "approx_kl": 0.0, "clipfrac": 0.0}
+    grad_norm = float("nan")
+    optimizer.zero_grad(set_to_none=True)
+    for _ in range(cfg.inner_epochs):
+        steps = _random_steps(n, n_steps, k, rng)
+        item_rows = torch.arange(n).repeat_interleave(k)
+        item_steps = steps.reshape(-1)
+        for chunk in torch.arange(total).split(cfg.train_micro_batch):
+            rows, st = item_rows[chunk], item_steps[chunk]
+            log_prob = gen.step_log_prob(rollout, st[:, None], batch_idx=rows, use_cfg=cfg.cfg_in_training)
+            log_prob = log_prob[:, 0]
+            rows_d, st_d = rows.to(dev), st.to(dev)
+            loss, stats = ppo_clip_loss(log_prob / dim, old[rows_d, st_d], adv[rows_d], cfg.clip_range)
+            weight = len(chunk) / total  # micro-batch means -> mean over the whole batch
+            _backward(loss * weight, accelerator)
+            sums["loss"] += float(loss.detach()) * weight
+            sums["approx_kl"] += float(stats["approx_kl"]) * weight
+            sums["clipfrac"] += float(stats["clipfrac"]) * weight
+        grad_norm = _clip_and_step(optimizer, cfg.max_grad_norm, accelerator)
+    out = {name: value / cfg.inner_epochs for name, value in sums.items()}
+    out.update(grad_norm=grad_norm, n_items=float(total), n_optimizer_steps=float(cfg.inner_epochs))
+    return out
+
+
+def dpo_update(
+    gen: Generator,
+    rollout: Rollout,
+    pairs: Sequence[tuple[int, int]],
+    optimizer: torch.optim.Optimizer,
+    cfg: PGConfig,
+    rng: torch.Generator,
+    beta: float = 0.1,
+    accelerator=None,
+    ratio_clip: float | None = None,
+) -> dict[str, float]:
+    """D3PO's update: a DPO loss on every denoising step of every (winner, loser) pair.
+
+    Per inner epoch: for every pair ``n_train_timesteps`` random steps (the same steps for both
+    images -- they share their initial noise in D3PO); for each (pair, step) the log-probs of both
+    trajectories are recomputed with the current weights and enter ``d3po_loss``; mean over all
+    items, accumulated; gradient clipping; one optimizer step.
+
+    Reference policy. D3PO uses "the model before the current update" as reference. The log-probs
+    stored at sampling time (``rollout.log_probs``) are exactly that policy's log-probs of these very
+    steps, so they are the reference: exact, and free (no second UNet, no extra forward pass). In the
+    first inner epoch the loss therefore starts at ``log 2``.
+
+    Args:
+        gen, rollout, optimizer, cfg, rng, accelerator: as in ``ppo_update``.
+        pairs: ``(winner, loser)`` row indices into the rollout.
+        beta: DPO temperature (D3PO: 0.1).
+        ratio_clip: clamp each policy/reference ratio to ``[1 - c, 1 + c]`` as the official D3PO code
+            does with ``c = 0.2``; None (default) is the plain DPO loss of the paper.
+
+    Returns:
+        ``loss``, ``margin`` (mean ``β·((lw - rw) - (ll - rl))``), ``grad_norm``, ``n_pairs``,
+        ``n_items``, ``n_optimizer_steps``; with no pairs nothing is updated and zeros are returned.
+    """
+    _check_accelerator(accelerator)
+    n, n_steps = rollout.log_probs.shape
+    if not pairs:
+        return dict.fromkeys(("loss", "margin", "grad_norm", "n_pairs", "n_items", "n_optimizer_steps"), 0.0)
+    win = torch.tensor([int(w) for w, _ in pairs], dtype=torch.long)
+    lose = torch.tensor([int(loser) for _, loser in pairs], dtype=torch.long)
+    if min(win.min(), lose.min()) < 0 or max(win.max(), lose.max()) >= n:
+        raise ValueError(f"pair index out of range for a batch of {n}")
+    k = min(cfg.n_train_timesteps, n_steps)
+    dim = rollout.latents[0, 0].numel()
+    dev = rollout.log_probs.device
+    ref = rollout.log_probs.detach().to(torch.float32) / dim
+    total = len(pairs) * k
+    sums = {"loss": 0.0, "margin": 0.0}
+    grad_norm = float("nan")
+    optimizer.zero_grad(set_to_none=True)
+    for _ in range(cfg.inner_epochs):
+        steps = _random_steps(len(pairs), n_steps, k, rng)
+        item_pairs = torch.arange(len(pairs)).repeat_interleave(k)
+        item_steps = steps.reshape(-1)
+        for chunk in torch.arange(total).split(cfg.train_micro_batch):
+            w, lo, st = win[item_pairs[chunk]], lose[item_pairs[chunk]], item_steps[chunk]
+            both = torch.cat([st, st])[:, None]
+            log_prob = gen.step_log_prob(
+                rollout, both, batch_idx=torch.cat([w, lo]), use_cfg=cfg.cfg_in_training
+            )
+            log_prob = log_prob[:, 0] / dim
+            lp_w, lp_l = log_prob.split(len(chunk))
+            w_d, l_d, st_d = w.to(dev), lo.to(dev), st.to(dev)
+            ref_w, ref_l = ref[w_d, st_d], ref[l_d, st_d]
+            loss = d3po_loss(lp_w, lp_l, ref_w, ref_l, beta=beta, ratio_clip=ratio_clip)
+            weight = len(chunk) / total
+            _backward(loss * weight, accelerator)
+            sums["loss"] += float(loss.detach()) * weight
+            margin = beta * ((lp_w.detach() - ref_w) - (lp_l.detach() - ref_l))
+            sums["margin"] += float(margin.mean()) * weight
+        grad_norm = _clip_and_step(optimizer, cfg.max_grad_norm, accelerator)
+    out = {name: value / cfg.inner_epochs for name, value in sums.items()}
+    out.update(
+        grad_norm=grad_norm,
+        n_pairs=float(len(pairs)),
+        n_items=float(total),
+        n_optimizer_steps=float(cfg.inner_epochs),
+    )
+    return out

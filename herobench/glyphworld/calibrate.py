@@ -1,0 +1,106 @@
+"""Calibration of the shipped GlyphWorld model against the world's exact oracles.
+
+The model card must state, for every task prompt (and both mountain raters), the pretrained success
+rate on >= 256 samples, and the oracle's unreadable rate. The world is calibrated against these numbers
+only — never against how a finetuning method later performs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from herobench.core.generator import Generator, SamplerConfig
+from herobench.core.images import to_uint8
+from herobench.core.pipeline import load_components
+from herobench.glyphworld import render
+from herobench.glyphworld.grid import verdict_grid
+from herobench.glyphworld.oracles import GlyphOracle
+from herobench.harness.evaluate import wilson_interval
+
+# (task, prompt set, profile) rows of the calibration table
+def calibration_rows() -> list[tuple[str, str, str]]:
+    rows = []
+    for task, spec in render.TASK_PROMPTS.items():
+        profiles = spec.get("profiles") or ["default"]
+        for which in ("train", "eval"):
+            prompts = spec[which]
+            if which == "eval" and list(prompts) == list(spec["train"]):
+                continue
+            for prof in profiles:
+                rows.append((task, which, prof))
+    return rows
+
+
+def load_generator(model_dir: Path, sampler: SamplerConfig | None = None, device: str = "cpu") -> Generator:
+    if sampler is None:
+        card = Path(model_dir) / "herobench.json"
+        sampler = SamplerConfig(**json.loads(card.read_text())["sampler"]) if card.exists() else SamplerConfig()
+    return Generator(load_components(model_dir, device=device), sampler, device=device)
+
+
+@torch.no_grad()
+def sample_task(gen: Generator, prompts: list[str], n: int, seed: int, batch: int = 64) -> torch.Tensor:
+    images = []
+    ps = [prompts[i % len(prompts)] for i in range(n)]
+    for i in range(0, n, batch):
+        g = torch.Generator().manual_seed(seed + i)
+        images.append(gen.sample(ps[i : i + batch], generator=g).images)
+    return torch.cat(images)
+
+
+def calibrate(model_dir: Path, n: int = 256, seed: int = 1234, grid_dir: Path | None = None) -> list[dict]:
+    """Sample ``n`` images per task prompt set and judge them; returns one row per (task, set, profile)."""
+    gen = load_generator(model_dir)
+    cache: dict[tuple[str, str], tuple[list[str], torch.Tensor]] = {}
+    out = []
+    for task, which, prof in calibration_rows():
+        prompts = list(render.TASK_PROMPTS[task][which])
+        key = (task, which)
+        if key not in cache:
+            cache[key] = (prompts, sample_task(gen, prompts, n, seed))
+        _, images = cache[key]
+        ps = [prompts[i % len(prompts)] for i in range(n)]
+        verdicts = GlyphOracle(task, profile=prof).judge(images, ps)
+        k = sum(v.success for v in verdicts)
+        lo, hi = wilson_interval(k, n)
+        unread = sum(not v.readable for v in verdicts) / n
+        reasons: dict[str, int] = {}
+        for v in verdicts:
+            reasons[v.reason] = reasons.get(v.reason, 0) + 1
+        out.append({"task": task, "prompts": which, "profile": prof, "n": n, "success": k / n, "lo": lo,
+                    "hi": hi, "unreadable": unread,
+                    "top_reasons": dict(sorted(reasons.items(), key=lambda x: -x[1])[:5])})
+        if grid_dir is not None and which == "train":
+            grid_dir.mkdir(parents=True, exist_ok=True)
+            verdict_grid(to_uint8(images[:32]), verdicts[:32], grid_dir / f"{task}-{prof}.png", cols=8)
+    return out
+
+
+def ground_truth_grid(task: str, path: Path, n: int = 32, seed: int = 0, profile: str = "default") -> None:
+    """The same grid for freshly rendered ground truth (what the world looks like)."""
+    rng = np.random.default_rng(seed)
+    prompts = list(render.TASK_PROMPTS[task]["train"])
+    imgs, ps = [], []
+    for i in range(n):
+        p = prompts[i % len(prompts)]
+        img, _ = render.render_for_prompt(p, rng)
+        imgs.append(img)
+        ps.append(p)
+    arr = np.stack(imgs)
+    tens = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0
+    verdicts = GlyphOracle(task, profile=profile).judge(tens, ps)
+    verdict_grid(arr, verdicts, path, cols=8)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| task | prompts | rater | n | success | 95% CI | unreadable |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['task']} | {r['prompts']} | {r['profile']} | {r['n']} | {r['success']:.3f} | "
+            f"[{r['lo']:.3f}, {r['hi']:.3f}] | {r['unreadable']:.3f} |"
+        )
+    return "\n".join(lines)

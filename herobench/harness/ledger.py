@@ -1,0 +1,357 @@
+"""The feedback ledger: every label, on disk (fsync) before any method learns from it.
+
+``labels.jsonl`` is append-only. One :meth:`FeedbackLedger.record` call writes, in a single ``write``:
+
+* one ``label`` line per labelled image::
+
+    {"schema": 1, "kind": "label", "iteration": 3, "index": 0, "prompt": "1 hand",
+     "image_sha256": "…", "good": true, ...caller's fields (noise id, seed, reason, …)}
+
+* then one ``iteration`` line, the commit marker of the iteration::
+
+    {"schema": 1, "kind": "iteration", "iteration": 3, "n_labels": 64, "spent": 256,
+     "best": 12, "pairs": [[0, 5], …], "scores": null, "meta": {}, "time": 1732612345.1}
+
+An iteration counts only once its ``iteration`` line is on disk. On resume (:meth:`FeedbackLedger.open`)
+label lines after the last commit marker (the process died mid-write) are removed from the file, kept
+in a ``<name>.torn`` side file, and reported in :attr:`FeedbackLedger.recovered`; those labels were never
+acknowledged, so no method learned from them and they are not charged. A malformed line *before* the
+last commit marker is corruption and raises, naming the line.
+
+Budget: one feedback = one image labelled good or bad (HERO §5); the best pick and D3PO pairs are
+recorded but not charged (best picks are counted separately in :attr:`n_best_picks`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from herobench.errors import BudgetExceededError, HerobenchError
+from herobench.harness.runlog import append_durably
+from herobench.types import Feedback
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_RESERVED = frozenset({"schema", "kind", "iteration", "index"})
+_REQUIRED = {"prompt": str, "image_sha256": str, "good": bool}
+
+
+@dataclass(frozen=True)
+class RecordedIteration:
+    """One committed iteration as read back from the ledger."""
+
+    iteration: int
+    entries: tuple[dict[str, Any], ...]
+    best: int | None
+    pairs: tuple[tuple[int, int], ...]
+    scores: tuple[float, ...] | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def feedback(self) -> Feedback:
+        return Feedback(
+            good=tuple(bool(e["good"]) for e in self.entries),
+            best=self.best,
+            pairs=self.pairs,
+            scores=self.scores,
+        )
+
+
+class FeedbackLedger:
+    """Append-only record of labels with a hard budget.
+
+    ``FeedbackLedger(path, budget)`` starts a new ledger (the file must be absent or empty);
+    ``FeedbackLedger.open(path, budget)`` resumes one (or starts it when absent).
+    """
+
+    def __init__(self, path: str | Path, budget_labels: int) -> None:
+        path = Path(path)
+        if path.exists() and path.stat().st_size > 0:
+            raise HerobenchError(f"{path} already holds labels; resume it with FeedbackLedger.open")
+        self._init(path, budget_labels, {}, 0)
+
+    def _init(
+        self, path: Path, budget_labels: int, iterations: dict[int, RecordedIteration], size: int
+    ) -> None:
+        if isinstance(budget_labels, bool) or not isinstance(budget_labels, int) or budget_labels < 0:
+            raise ValueError(f"budget_labels must be an int >= 0, got {budget_labels!r}")
+        self.path = path
+        self.budget_labels = budget_labels
+        self._iterations = iterations
+        self._size = size  # bytes of committed content; a failed write is truncated back to this
+        self._spent = sum(len(r.entries) for r in iterations.values())
+        self.recovered: str | None = None
+        if self._spent > budget_labels:
+            raise BudgetExceededError(
+                f"{path} already holds {self._spent} labels, more than the budget of {budget_labels}"
+            )
+
+    @classmethod
+    def open(cls, path: str | Path, budget_labels: int) -> FeedbackLedger:
+        """Reload an existing ledger (or start one if the file is absent) to resume a run.
+
+        Raises:
+            HerobenchError: a malformed or inconsistent line before the last committed iteration
+                (names the line), or a schema version this herobench cannot read.
+            BudgetExceededError: the file already holds more labels than ``budget_labels``.
+        """
+        path = Path(path)
+        ledger = cls.__new__(cls)
+        if not path.exists():
+            ledger._init(path, budget_labels, {}, 0)
+            return ledger
+        data = path.read_bytes()
+        iterations, committed_end = _parse(path, data)
+        ledger._init(path, budget_labels, iterations, committed_end)
+        if committed_end < len(data):
+            dropped = data[committed_end:]
+            torn = path.with_name(path.name + ".torn")
+            append_durably(torn, dropped if dropped.endswith(b"\n") else dropped + b"\n")
+            with path.open("r+b") as fh:
+                fh.truncate(committed_end)
+                os.fsync(fh.fileno())
+            n_lines = dropped.count(b"\n") + (not dropped.endswith(b"\n"))
+            ledger.recovered = (
+                f"{path}: removed {n_lines} uncommitted line(s) ({len(dropped)} bytes) after the last "
+                f"complete iteration (the process stopped mid-write); kept in {torn}"
+            )
+            log.warning(ledger.recovered)
+        return ledger
+
+    # ---------------------------------------------------------------------------------------------
+    # counts
+
+    @property
+    def spent(self) -> int:
+        """Labels recorded so far (each labelled image costs one)."""
+        return self._spent
+
+    @property
+    def remaining(self) -> int:
+        return self.budget_labels - self._spent
+
+    @property
+    def n_best_picks(self) -> int:
+        """Iterations where the rater picked a (new) best image; not charged to the budget."""
+        return sum(r.best is not None for r in self._iterations.values())
+
+    @property
+    def n_pairs(self) -> int:
+        """Total (winner, loser) pairs recorded; derived from labels, not charged."""
+        return sum(len(r.pairs) for r in self._iterations.values())
+
+    @property
+    def iterations(self) -> list[int]:
+        """Committed iteration numbers, ascending."""
+        return sorted(self._iterations)
+
+    @property
+    def last_iteration(self) -> int | None:
+        return max(self._iterations) if self._iterations else None
+
+    # ---------------------------------------------------------------------------------------------
+    # replay
+
+    def get(self, iteration: int) -> RecordedIteration | None:
+        """The committed record of ``iteration`` (a deep copy), or ``None``."""
+        rec = self._iterations.get(iteration)
+        return copy.deepcopy(rec) if rec is not None else None
+
+    def entries_for(self, iteration: int) -> list[dict[str, Any]] | None:
+        """The label entries recorded for ``iteration`` (as given to :meth:`record`), or ``None`` when
+        that iteration was not recorded. A resumed run replays these instead of asking again."""
+        rec = self.get(iteration)
+        return list(rec.entries) if rec is not None else None
+
+    def feedback_for(self, iteration: int) -> Feedback | None:
+        """The :class:`Feedback` recorded for ``iteration`` (good, best, pairs, scores), or ``None``."""
+        rec = self._iterations.get(iteration)
+        return rec.feedback() if rec is not None else None
+
+    # ---------------------------------------------------------------------------------------------
+    # writing
+
+    def record(
+        self,
+        iteration: int,
+        entries: Sequence[Mapping[str, Any]],
+        *,
+        best: int | None = None,
+        pairs: Sequence[tuple[int, int]] = (),
+        scores: Sequence[float] | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Write one iteration's labels durably (flush + fsync) before returning.
+
+        Args:
+            iteration: > every iteration already recorded.
+            entries: one mapping per labelled image, in batch order, with at least ``prompt`` (str),
+                ``image_sha256`` (str) and ``good`` (bool); any other JSON fields (seed, noise id,
+                oracle reason, …) are kept. ``schema``/``kind``/``iteration``/``index`` are reserved.
+            best: batch index of the best pick (must be labelled good), or ``None``.
+            pairs: ``(winner, loser)`` indices, winner labelled good and loser bad.
+            scores: optional scalar reward per entry.
+            meta: optional JSON fields stored on the iteration line (e.g. protocol, rater profile).
+
+        Raises:
+            BudgetExceededError: ``spent + len(entries) > budget_labels``; nothing is written.
+            ValueError: malformed arguments (a programming error); nothing is written.
+        """
+        n = len(entries)
+        if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
+            raise ValueError(f"iteration must be an int >= 0, got {iteration!r}")
+        last = self.last_iteration
+        if last is not None and iteration <= last:
+            raise ValueError(f"iteration {iteration} is not after the last recorded iteration {last}")
+        if self._spent + n > self.budget_labels:
+            raise BudgetExceededError(
+                f"recording {n} labels would exceed the budget: {self._spent} of {self.budget_labels} "
+                f"spent, {self.remaining} remaining"
+            )
+        goods = []
+        for i, entry in enumerate(entries):
+            _check_entry(entry, i)
+            goods.append(entry["good"])
+        if best is not None:
+            if not (isinstance(best, int) and 0 <= best < n):
+                raise ValueError(f"best must be an index in [0, {n}), got {best!r}")
+            if not goods[best]:
+                raise ValueError(f"best pick {best} is not labelled good")
+        pair_list = [(int(w), int(b)) for w, b in pairs]
+        for w, b in pair_list:
+            if not (0 <= w < n and 0 <= b < n) or not goods[w] or goods[b]:
+                raise ValueError(f"pair ({w}, {b}) must be (good, bad) indices of this batch")
+        score_list = None
+        if scores is not None:
+            score_list = [float(s) for s in scores]
+            if len(score_list) != n:
+                raise ValueError(f"got {len(score_list)} scores for {n} entries")
+
+        spent_after = self._spent + n
+        lines = [
+            {"schema": SCHEMA_VERSION, "kind": "label", "iteration": iteration, "index": i, **entry}
+            for i, entry in enumerate(entries)
+        ]
+        lines.append(
+            {
+                "schema": SCHEMA_VERSION,
+                "kind": "iteration",
+                "iteration": iteration,
+                "n_labels": n,
+                "spent": spent_after,
+                "best": best,
+                "pairs": [list(p) for p in pair_list],
+                "scores": score_list,
+                "meta": dict(meta or {}),
+                "time": time.time(),
+            }
+        )
+        try:
+            data = "".join(json.dumps(line, ensure_ascii=False, allow_nan=False) + "\n" for line in lines)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"ledger entries must be JSON-serialisable (finite numbers): {e}") from None
+        payload = data.encode()
+        try:
+            append_durably(self.path, payload)
+        except BaseException:
+            self._truncate_to_committed()
+            raise
+        self._size += len(payload)
+        self._spent = spent_after
+        self._iterations[iteration] = RecordedIteration(
+            iteration=iteration,
+            entries=tuple(copy.deepcopy(dict(e)) for e in entries),
+            best=best,
+            pairs=tuple(pair_list),
+            scores=tuple(score_list) if score_list is not None else None,
+            meta=copy.deepcopy(dict(meta or {})),
+        )
+
+    def _truncate_to_committed(self) -> None:
+        # a failed write (disk full, interrupt) must not leave half an iteration in the file
+        try:
+            with self.path.open("r+b") as fh:
+                fh.truncate(self._size)
+        except OSError:
+            log.exception("%s: could not remove a partial write; reopen the ledger to repair it", self.path)
+
+
+def _check_entry(entry: Any, i: int) -> None:
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"entry {i} must be a mapping, got {type(entry).__name__}")
+    for key, tp in _REQUIRED.items():
+        if not isinstance(entry.get(key), tp):
+            raise ValueError(f"entry {i} needs '{key}' ({tp.__name__}), got {entry.get(key)!r}")
+    reserved = _RESERVED.intersection(entry)
+    if reserved:
+        raise ValueError(f"entry {i} uses reserved key(s) {sorted(reserved)}")
+
+
+def _parse(path: Path, data: bytes) -> tuple[dict[int, RecordedIteration], int]:
+    """Committed iterations of a ledger file and the byte offset where the committed part ends."""
+    iterations: dict[int, RecordedIteration] = {}
+    committed_end = 0
+    pending: list[dict[str, Any]] = []
+    first_bad: str | None = None  # a malformed line is only fatal if a commit marker follows it
+    pos, number = 0, 0
+    while True:
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            break  # bytes after the last newline: a torn write
+        raw, pos = data[pos:nl], nl + 1
+        number += 1
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as e:
+            first_bad = first_bad or f"{path}: line {number} is malformed ({e})"
+            continue
+        where = f"{path}: line {number}"
+        if obj.get("schema") != SCHEMA_VERSION:
+            raise HerobenchError(
+                f"{where}: ledger schema version {obj.get('schema')!r} is not supported "
+                f"(this herobench reads version {SCHEMA_VERSION})"
+            )
+        kind = obj.get("kind")
+        if kind == "label":
+            if first_bad is None:
+                pending.append(obj)
+            continue
+        if kind != "iteration":
+            raise HerobenchError(f"{where}: unknown record kind {kind!r}")
+        if first_bad is not None:
+            raise HerobenchError(first_bad)
+        it = obj.get("iteration")
+        if not isinstance(it, int) or (iterations and it <= max(iterations)):
+            raise HerobenchError(f"{where}: iteration {it!r} is not after the previous one")
+        if obj.get("n_labels") != len(pending) or any(
+            p.get("iteration") != it or p.get("index") != j for j, p in enumerate(pending)
+        ):
+            raise HerobenchError(
+                f"{where}: iteration {it} commits {obj.get('n_labels')!r} labels but the label lines "
+                f"before it do not match ({len(pending)} pending)"
+            )
+        entries = tuple({k: v for k, v in p.items() if k not in _RESERVED} for p in pending)
+        scores = obj.get("scores")
+        iterations[it] = RecordedIteration(
+            iteration=it,
+            entries=entries,
+            best=obj.get("best"),
+            pairs=tuple((int(w), int(b)) for w, b in obj.get("pairs", [])),
+            scores=tuple(float(s) for s in scores) if scores is not None else None,
+            meta=obj.get("meta") or {},
+        )
+        pending = []
+        committed_end = pos
+    return iterations, committed_end

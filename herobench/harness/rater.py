@@ -1,0 +1,147 @@
+"""Simulated raters: turn an oracle's verdicts into the feedback a human would give.
+
+The rater is the simulated human's *hand*: the oracle (its eyes) judges each image; the rater reports
+the judgement in the protocol a method consumes, optionally with human-like noise:
+
+* ``flip_rate``: each good/bad label is flipped independently with this probability;
+* ``best_noise``: the best pick ranks ``score + N(0, best_noise²)`` instead of the exact score.
+
+Protocols (``SimulatedRater.PROTOCOLS``):
+
+* ``"hero"``: good/bad for every image, plus one best image among the good ones, returned only when it
+  beats the previous best (HERO §3.1); ``None`` keeps the previous best.
+* ``"d3po"``: good/bad for every image, and ``pairs`` = every (good, bad) pair among images that share an
+  initial noise (``groups``), as in D3PO.
+* ``"scalar"``: good/bad plus ``scores`` = the labels as 0/1 rewards (DDPO with human feedback).
+* ``"none"``: no labels (methods that do not learn from feedback).
+
+Rater profiles (private preferences, e.g. the mountain task's "green" and "snowy" raters) work either
+way: an oracle built for one profile simply returns that rater's verdicts; an oracle that judges several
+profiles at once puts ``verdict.attrs["profiles"][P] = {"success": bool, "score": float}`` on every image,
+and the rater reads its own profile ``P`` from there (``"default"`` always uses the verdict itself).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from herobench.config import RaterSettings
+from herobench.errors import ConfigError
+from herobench.types import Feedback, Verdict
+
+DEFAULT_PROFILE = "default"
+
+
+class SimulatedRater:
+    """A simulated human rater with optional label flips and a noisy best pick."""
+
+    PROTOCOLS: tuple[str, ...] = ("d3po", "hero", "none", "scalar")
+
+    def __init__(
+        self, profile: str = DEFAULT_PROFILE, flip_rate: float = 0.0, best_noise: float = 0.0, seed: int = 0
+    ) -> None:
+        if not 0.0 <= flip_rate <= 1.0:
+            raise ConfigError(f"flip_rate must be in [0, 1] (got {flip_rate})")
+        if best_noise < 0.0:
+            raise ConfigError(f"best_noise must be >= 0 (got {best_noise})")
+        self.profile = profile
+        self.flip_rate = float(flip_rate)
+        self.best_noise = float(best_noise)
+        self.seed = int(seed)
+
+    @classmethod
+    def from_settings(cls, settings: RaterSettings, seed: int = 0) -> SimulatedRater:
+        return cls(settings.profile, settings.flip_rate, settings.best_noise, seed)
+
+    @property
+    def noisy(self) -> bool:
+        return self.flip_rate > 0.0 or self.best_noise > 0.0
+
+    def rng_for(self, iteration: int) -> np.random.Generator:
+        """An independent, reproducible stream for one iteration: a resumed run draws the same noise."""
+        return np.random.default_rng([self.seed, int(iteration)])
+
+    def judgement(self, verdict: Verdict) -> tuple[bool, float]:
+        """``(success, score)`` of one verdict under this rater's profile."""
+        profiles = verdict.attrs.get("profiles")
+        if self.profile == DEFAULT_PROFILE or profiles is None:
+            return bool(verdict.success), float(verdict.score)
+        if self.profile not in profiles:
+            known = ", ".join(sorted(profiles)) or "none"
+            raise ConfigError(
+                f"rater profile '{self.profile}' is not judged by this oracle (profiles it judges: {known})"
+            )
+        p = profiles[self.profile]
+        return bool(p["success"]), float(p["score"])
+
+    def rate(
+        self,
+        verdicts: Sequence[Verdict],
+        protocol: str,
+        groups: Sequence[int] | None = None,
+        prev_best_score: float | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> Feedback:
+        """Feedback on one batch.
+
+        Args:
+            verdicts: ``B`` oracle verdicts, in batch order.
+            protocol: one of :attr:`PROTOCOLS`.
+            groups: ``B`` initial-noise ids (``"d3po"`` only: pairs are formed within a group).
+            prev_best_score: score of the current best image (``"hero"``); a new best must beat it.
+            rng: randomness for flips and best-pick noise; required when the rater is noisy (use
+                :meth:`rng_for` so that each iteration draws independently and reproducibly).
+
+        Returns:
+            Feedback with ``B`` labels (none for ``"none"``).
+
+        Raises:
+            ConfigError: unknown protocol or profile.
+            ValueError: ``groups`` missing or of the wrong length for ``"d3po"``; a noisy rater
+                without ``rng``.
+        """
+        if protocol not in self.PROTOCOLS:
+            raise ConfigError(f"unknown feedback protocol '{protocol}' (known: {', '.join(self.PROTOCOLS)})")
+        if protocol == "none":
+            return Feedback(good=())
+        if self.noisy and rng is None:
+            raise ValueError("a noisy rater needs an rng; pass rater.rng_for(iteration)")
+        n = len(verdicts)
+        judged = [self.judgement(v) for v in verdicts]
+        truth = np.array([s for s, _ in judged], dtype=bool)
+        scores = np.array([sc for _, sc in judged], dtype=np.float64)
+        # draw flips and ranking noise unconditionally (when noisy) so the stream layout is fixed
+        flips = rng.random(n) < self.flip_rate if self.flip_rate > 0 else np.zeros(n, dtype=bool)
+        perceived = scores + rng.normal(0.0, self.best_noise, n) if self.best_noise > 0 else scores
+        good = tuple(bool(g) for g in truth ^ flips)
+
+        if protocol == "hero":
+            return Feedback(good=good, best=_best(good, perceived, prev_best_score))
+        if protocol == "scalar":
+            return Feedback(good=good, scores=tuple(float(g) for g in good))
+        # d3po
+        if groups is None or len(groups) != n:
+            raise ValueError(f"the d3po protocol needs one group id per image ({n}), got {groups!r}")
+        return Feedback(good=good, pairs=_pairs(good, groups))
+
+
+def _best(good: tuple[bool, ...], perceived: np.ndarray, prev_best_score: float | None) -> int | None:
+    candidates = [i for i, g in enumerate(good) if g]
+    if not candidates:
+        return None
+    best = max(candidates, key=lambda i: (perceived[i], -i))  # ties -> the earliest image
+    if prev_best_score is not None and not perceived[best] > prev_best_score:
+        return None  # the previous best stays
+    return best
+
+
+def _pairs(good: tuple[bool, ...], groups: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    return tuple(
+        (w, b)
+        for w in range(len(good))
+        if good[w]
+        for b in range(len(good))
+        if not good[b] and groups[b] == groups[w]
+    )

@@ -1,0 +1,238 @@
+"""Tables and plots derived from run folders (never the other way round).
+
+Each run folder contributes its ``config.json`` (``{"settings": {"task", "method", "seed", ...}}``) and its
+``evals.jsonl`` lines (``{"labels", "iteration", "prompt_set", "success_rate", "lo", "hi", "n", ...}``).
+Curves are grouped by ``(task, model, profile, prompt_set, method)``: results on different backends, for
+different rater profiles (mountain's green/snowy raters) or prompt sets are never averaged together.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from herobench.errors import HerobenchError
+from herobench.harness.runlog import RunDir, iter_jsonl_lines
+
+PANEL_KEYS = ["task", "model", "profile", "prompt_set"]
+CURVE_KEYS = [*PANEL_KEYS, "method"]
+RUN_COLUMNS = [
+    "run", "path", "task", "method", "seed", "model", "profile", "budget_labels",
+    "labels", "iteration", "prompt_set", "success_rate", "lo", "hi", "n_images",
+    "unreadable_rate", "mean_score",
+]  # fmt: skip
+
+
+def _load_run(path: Path) -> list[dict]:
+    run = RunDir(path)
+    if not run.path.is_dir():
+        raise HerobenchError(f"not a run folder: {path} (no such folder)")
+    if not run.is_run():
+        raise HerobenchError(f"not a run folder: {path} (no config.json)")
+    try:
+        config = json.loads(run.config_json.read_text(encoding="utf-8"))
+        settings = config["settings"]
+        base = {
+            "run": run.path.name,
+            "path": str(run.path),
+            "task": str(settings["task"]),
+            "method": str(settings["method"]),
+            "seed": int(settings.get("seed", 0)),
+            "model": str(settings.get("model", "glyphworld")),
+            # the runner records the profile it resolved (a task without "default" uses its first one)
+            "profile": str(
+                (config.get("oracle") or {}).get("profile")
+                or (settings.get("rater") or {}).get("profile", "default")
+            ),
+            "budget_labels": settings.get("budget_labels"),
+        }
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise HerobenchError(f"{run.config_json}: not a valid run config ({type(e).__name__}: {e})") from None
+    if not run.evals.exists():
+        return []
+    lines, _torn = iter_jsonl_lines(run.evals)
+    rows = []
+    for number, ev in lines:
+        if not isinstance(ev, dict) or "labels" not in ev or "success_rate" not in ev:
+            raise HerobenchError(f"{run.evals}: line {number} lacks 'labels' or 'success_rate'")
+        rows.append(
+            {
+                **base,
+                "labels": int(ev["labels"]),
+                "iteration": ev.get("iteration"),
+                "prompt_set": str(ev.get("prompt_set", "eval")),
+                "success_rate": float(ev["success_rate"]),
+                "lo": ev.get("lo", np.nan),
+                "hi": ev.get("hi", np.nan),
+                "n_images": ev.get("n", np.nan),
+                "unreadable_rate": ev.get("unreadable_rate", np.nan),
+                "mean_score": ev.get("mean_score", np.nan),
+            }
+        )
+    return rows
+
+
+def load_runs(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
+    """A tidy table: one row per evaluation of each run (columns :data:`RUN_COLUMNS`).
+
+    Raises:
+        HerobenchError: a folder is not a run folder (named), or a malformed line in its files.
+    """
+    rows = [row for d in run_dirs for row in _load_run(Path(d))]
+    df = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    for col in ("lo", "hi", "n_images", "unreadable_rate", "mean_score", "success_rate"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    for col in ("seed", "labels"):
+        df[col] = df[col].astype(int)
+    return df.sort_values(["task", "method", "seed", "prompt_set", "labels"], ignore_index=True)
+
+
+def curve_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Success rate per ``(task, model, profile, prompt_set, method, labels)`` across seeds:
+    ``mean``, ``std`` (ddof 1; NaN with one seed), ``min``, ``max`` and ``n_runs``."""
+    if df.empty:
+        return pd.DataFrame(columns=[*CURVE_KEYS, "labels", "mean", "std", "min", "max", "n_runs"])
+    out = (
+        df.groupby([*CURVE_KEYS, "labels"], sort=True)["success_rate"]
+        .agg(mean="mean", std="std", min="min", max="max", n_runs="count")
+        .reset_index()
+    )
+    return out
+
+
+def plot_curves(df: pd.DataFrame, path: str | Path, title: str | None = None) -> Path:
+    """PNG of success rate vs labels: one panel per ``(task, model, profile, prompt_set)``, one line per
+    method (mean over seeds, min–max band). A method evaluated at a single label count (a baseline
+    that does not learn) is drawn as a dashed horizontal line."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state (Agg via savefig)
+
+    table = curve_table(df)
+    if table.empty:
+        raise HerobenchError("no evaluations to plot")
+    panels = list(table.groupby(PANEL_KEYS, sort=True))
+    methods = sorted(table["method"].unique())
+    colours = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig = Figure(figsize=(5.0 * ncols, 3.6 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, (key, panel) in zip(axes, panels):
+        xmax = max(float(panel["labels"].max()), 1.0)
+        for method, curve in panel.groupby("method", sort=True):
+            n_runs = int(curve["n_runs"].max())
+            label = f"{method} (n={n_runs})"
+            if len(curve) == 1:
+                ax.axhline(float(curve["mean"].iloc[0]), ls="--", color=colours[method], label=label)
+                continue
+            ax.plot(curve["labels"], curve["mean"], marker="o", ms=3, color=colours[method], label=label)
+            ax.fill_between(curve["labels"], curve["min"], curve["max"], color=colours[method], alpha=0.2)
+        ax.set_xlim(0, xmax * 1.02)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("labels (feedback)")
+        ax.set_ylabel("success rate")
+        ax.set_title(" / ".join(str(k) for k in key if k not in ("default", "eval")), fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, format="png")
+    return path
+
+
+def first_reach(df: pd.DataFrame, target: float) -> pd.DataFrame:
+    """Per run (and prompt set): the first evaluated label count whose success rate is >= ``target``
+    (NaN when never reached). Resolution is the evaluation interval."""
+    rows = []
+    for (_path, prompt_set), run in df.groupby(["path", "prompt_set"], sort=True):
+        run = run.sort_values("labels")
+        hit = run.loc[run["success_rate"] >= target, "labels"]
+        first = run.iloc[0]
+        rows.append(
+            {
+                **{k: first[k] for k in ("run", "path", *CURVE_KEYS, "seed")},
+                "prompt_set": prompt_set,
+                "labels_to_target": float(hit.iloc[0]) if len(hit) else np.nan,
+            }
+        )
+    return pd.DataFrame(rows, columns=["run", "path", *CURVE_KEYS, "seed", "labels_to_target"])
+
+
+def labels_to_target(
+    df: pd.DataFrame, target: float, n_boot: int = 2000, ci: float = 0.95, seed: int = 0
+) -> pd.DataFrame:
+    """Labels each method needs to reach ``target`` success, mean over seeds with a bootstrap CI.
+
+    The CI resamples runs (seeds) with replacement ``n_boot`` times (seeded: reproducible). When some
+    run never reaches the target, the mean is undefined and reported as NaN; ``n_reached`` says how
+    many runs did.
+
+    Returns:
+        Columns ``task, model, profile, prompt_set, method, target, n_runs, n_reached, labels_mean,
+        ci_lo, ci_hi``.
+    """
+    per_run = first_reach(df, target)
+    rng = np.random.default_rng(seed)
+    alpha = (1.0 - ci) / 2
+    rows = []
+    for key, group in per_run.groupby(CURVE_KEYS, sort=True):
+        values = group["labels_to_target"].to_numpy(dtype=float)
+        reached = int(np.isfinite(values).sum())
+        mean = lo = hi = np.nan
+        if reached == len(values):
+            mean = float(values.mean())
+            boot = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
+            lo, hi = (float(q) for q in np.quantile(boot, [alpha, 1 - alpha]))
+        rows.append(
+            {
+                **dict(zip(CURVE_KEYS, key)),
+                "target": target,
+                "n_runs": len(values),
+                "n_reached": reached,
+                "labels_mean": mean,
+                "ci_lo": lo,
+                "ci_hi": hi,
+            }
+        )
+    cols = [*CURVE_KEYS, "target", "n_runs", "n_reached", "labels_mean", "ci_lo", "ci_hi"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def write_report(
+    run_dirs: Iterable[str | Path], out_dir: str | Path, targets: Sequence[float] = ()
+) -> dict[str, Path]:
+    """Write ``runs.csv`` (tidy), ``curves.csv``, ``curves_<task>.png`` per task, and
+    ``labels_to_target.csv`` when ``targets`` are given; ``runs.parquet`` too if pyarrow is installed.
+
+    Returns:
+        name -> path of every file written.
+    """
+    df = load_runs(run_dirs)
+    if df.empty:
+        raise HerobenchError("the given run folders hold no evaluations yet")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    written["runs.csv"] = out / "runs.csv"
+    df.to_csv(written["runs.csv"], index=False)
+    if importlib.util.find_spec("pyarrow") is not None:
+        written["runs.parquet"] = out / "runs.parquet"
+        df.to_parquet(written["runs.parquet"], index=False)
+    written["curves.csv"] = out / "curves.csv"
+    curve_table(df).to_csv(written["curves.csv"], index=False)
+    for task, sub in df.groupby("task", sort=True):
+        name = f"curves_{task}.png"
+        written[name] = plot_curves(sub, out / name, title=str(task))
+    if targets:
+        written["labels_to_target.csv"] = out / "labels_to_target.csv"
+        table = pd.concat([labels_to_target(df, t) for t in targets], ignore_index=True)
+        table.to_csv(written["labels_to_target.csv"], index=False)
+    return written

@@ -1,0 +1,274 @@
+"""One folder per run, and the durable file primitives every run file uses.
+
+Layout of a run folder::
+
+    config.toml        the resolved config (re-runnable with ``--config``)
+    config.json        the same plus environment info: ``{"settings": {...}, "environment": {...}, ...}``
+    labels.jsonl       the feedback ledger (append-only, see ``herobench.harness.ledger``)
+    evals.jsonl        one line per evaluation (append-only)
+    train.jsonl        one line of training statistics per iteration (append-only)
+    summary.json       written at the end
+    checkpoints/iter-000012/   one folder per checkpoint (format owned by the runner)
+
+JSONL files are append-only; every append is flushed and fsync'd before returning. A line is complete only
+with its trailing newline: bytes after the last newline are a torn write (the process died mid-write,
+and the writer never returned) and are dropped by readers and repaired by the next append.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from herobench.errors import HerobenchError
+
+log = logging.getLogger(__name__)
+
+_CHECKPOINT_PREFIX = "iter-"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths inside one run folder (nothing is created until :meth:`create`)."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def config_toml(self) -> Path:
+        return self.path / "config.toml"
+
+    @property
+    def config_json(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def labels(self) -> Path:
+        return self.path / "labels.jsonl"
+
+    @property
+    def evals(self) -> Path:
+        return self.path / "evals.jsonl"
+
+    @property
+    def train_log(self) -> Path:
+        return self.path / "train.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def create(self) -> RunDir:
+        """Make the folder and ``checkpoints/`` (idempotent)."""
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def is_run(self) -> bool:
+        """A run folder is one with a ``config.json``."""
+        return self.config_json.is_file()
+
+    def checkpoint_dir(self, iteration: int) -> Path:
+        """``checkpoints/iter-000012`` (zero-padded so that names sort in iteration order)."""
+        if iteration < 0:
+            raise ValueError(f"iteration must be >= 0, got {iteration}")
+        return self.checkpoints / f"{_CHECKPOINT_PREFIX}{iteration:06d}"
+
+    def latest_checkpoint(self) -> Path | None:
+        """The checkpoint folder with the highest iteration, or ``None``."""
+        if not self.checkpoints.is_dir():
+            return None
+        found = []
+        for p in self.checkpoints.iterdir():
+            suffix = p.name.removeprefix(_CHECKPOINT_PREFIX)
+            if p.is_dir() and p.name.startswith(_CHECKPOINT_PREFIX) and suffix.isdigit():
+                found.append((int(suffix), p))
+        return max(found)[1] if found else None
+
+
+# --------------------------------------------------------------------------------------------------
+# durable appends
+
+
+def _fsync_dir(path: Path) -> None:
+    # make a newly created file's directory entry durable too (POSIX; a no-op where unsupported)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def drop_torn_tail(path: Path) -> bytes:
+    """Truncate ``path`` after its last newline; return the bytes removed (``b""`` if none).
+
+    Those bytes are a torn write: our writers end every record with a newline in one ``write``."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return b""
+    if size == 0:
+        return b""
+    with path.open("r+b") as fh:
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return b""
+        fh.seek(0)
+        data = fh.read()
+        keep = data.rfind(b"\n") + 1
+        fh.truncate(keep)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return data[keep:]
+
+
+def append_durably(path: Path, data: bytes) -> None:
+    """Append ``data`` (whole lines) in one write, then flush and fsync before returning."""
+    path = Path(path)
+    created = not path.exists()
+    with path.open("ab") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    if created:
+        _fsync_dir(path.parent)
+
+
+def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
+    """Append one JSON record as a line; durable (fsync) when this returns.
+
+    A torn last line left by a killed process is removed first (logged), so it cannot corrupt the file."""
+    path = Path(path)
+    line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+    dropped = drop_torn_tail(path)
+    if dropped:
+        log.warning("%s: dropped a torn last line (%d bytes) before appending", path, len(dropped))
+    append_durably(path, line)
+
+
+def iter_jsonl_lines(path: Path) -> tuple[list[tuple[int, Any]], bytes]:
+    """Parse ``path`` into ``(line_number, value)`` pairs (1-based; blank lines skipped) and the torn tail.
+
+    Raises:
+        HerobenchError: the file is missing, or a complete line is not valid JSON (names the line).
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise HerobenchError(f"file not found: {path}") from None
+    keep = data.rfind(b"\n") + 1
+    tail = data[keep:]
+    out = []
+    for number, raw in enumerate(data[:keep].split(b"\n")[:-1], start=1):
+        if not raw.strip():
+            continue
+        try:
+            out.append((number, json.loads(raw)))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise HerobenchError(f"{path}: line {number} is not valid JSON ({e})") from None
+    return out, tail
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """All complete records of a JSONL file; a torn last line is skipped (logged).
+
+    Raises:
+        HerobenchError: missing file, a malformed complete line (named by number), or a line that is
+            not a JSON object.
+    """
+    lines, tail = iter_jsonl_lines(path)
+    if tail:
+        log.warning("%s: ignoring a torn last line (%d bytes)", path, len(tail))
+    for number, value in lines:
+        if not isinstance(value, dict):
+            raise HerobenchError(f"{path}: line {number} is not a JSON object")
+    return [value for _, value in lines]
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to ``path`` via a temporary file and ``os.replace`` (readers never see half a file)."""
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+# --------------------------------------------------------------------------------------------------
+# environment
+
+
+def _package_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def environment_info() -> dict[str, Any]:
+    """Versions and machine facts recorded in every run's ``config.json``.
+
+    Package versions come from installed metadata (nothing heavy is imported); ``git`` is the commit
+    of the source checkout (``None`` outside one or before the first commit) and ``git_dirty`` whether
+    tracked files differ from it."""
+    import herobench
+    from herobench.paths import project_root
+
+    packages = {
+        name: _package_version(name) for name in ("torch", "diffusers", "transformers", "peft", "numpy")
+    }
+    info: dict[str, Any] = {
+        "herobench": herobench.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": packages,
+        "git": None,
+        "git_dirty": None,
+    }
+    root = project_root()
+    if root is not None:
+        info["git"] = _git(root, "rev-parse", "HEAD")
+        if info["git"] is not None:
+            status = _git(root, "status", "--porcelain", "--untracked-files=no")
+            info["git_dirty"] = bool(status) if status is not None else None
+    torch = sys.modules.get("torch")  # only if the caller already imported it (no import cost here)
+    if torch is not None:
+        info["cuda"] = torch.version.cuda
+        info["device_name"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return info

@@ -1,0 +1,360 @@
+"""The loop. The harness owns sampling, rating, the feedback ledger, evaluation and checkpoints;
+methods only learn (see docs/ARCHITECTURE.md).
+
+Determinism and resume: every iteration draws its randomness from generators seeded by
+``(seed, iteration)``, so a run resumed from the checkpoint of iteration k replays iteration k + 1
+exactly. Labels recorded in the ledger for an iteration that had not been checkpointed yet are
+*replayed* from the ledger on resume — a label is never asked for twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from herobench.config import RunSettings, to_dict
+from herobench.core.generator import Generator, SamplerConfig
+from herobench.core.images import sha256_of_image
+from herobench.core.lora import load_lora, save_lora
+from herobench.core.pipeline import load_components
+from herobench.errors import HerobenchError
+from herobench.harness.evaluate import eval_noise, summarise
+from herobench.harness.ledger import FeedbackLedger
+from herobench.harness.rater import SimulatedRater
+from herobench.harness.runlog import RunDir, append_jsonl, environment_info, read_jsonl
+from herobench.harness.tasks import for_backend, load_task
+from herobench.methods import METHODS
+from herobench.oracles import ORACLES, make_oracle
+from herobench.types import Feedback, TaskSpec
+
+EVAL_SEED_OFFSET = 7_919  # evaluation noise never shares a seed with training noise
+
+
+def _rng(seed: int, iteration: int, stream: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + iteration * 101 + stream) % (2**63))
+
+
+def resolve_model(model: str) -> Path:
+    from herobench.paths import glyphworld_model_dir
+
+    if model in ("", "glyphworld"):
+        return glyphworld_model_dir()
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise HerobenchError(f"model path '{model}' does not exist (pass a local diffusers folder or 'glyphworld')")
+    return path
+
+
+def model_card(model_dir: Path) -> dict:
+    """``<model>/herobench.json``: ``{"backend": "glyphworld", "sampler": {...}}`` for models this project
+    trained; absent for a plain Stable Diffusion folder (backend "sd")."""
+    card = model_dir / "herobench.json"
+    if not card.exists():
+        return {"backend": "sd", "sampler": {}}
+    try:
+        data = json.loads(card.read_text())
+    except json.JSONDecodeError as e:
+        raise HerobenchError(f"{card} is not valid JSON ({e})") from e
+    return {"backend": data.get("backend", "sd"), "sampler": data.get("sampler", {})}
+
+
+def sampler_for(settings: RunSettings, model_dir: Path) -> SamplerConfig:
+    """Paper defaults < the model card's calibrated sampler < the user's config (recorded in the run)."""
+    s = settings.sampler
+    base = model_card(model_dir)["sampler"]
+    fields = {}
+    for f in dataclasses.fields(SamplerConfig):
+        user = getattr(s, f.name, None)
+        fields[f.name] = user if user is not None else base.get(f.name, f.default)
+    return SamplerConfig(**fields)
+
+
+class Run:
+    """Everything one run holds. Built by :func:`prepare`; driven by :func:`execute`."""
+
+    def __init__(self, settings: RunSettings, run_dir: RunDir, progress: bool = True):
+        self.settings = settings
+        self.dir = run_dir
+        self.progress = progress
+        self.task: TaskSpec = load_task(settings.task)
+        method_factory = METHODS.get(settings.method)
+        if settings.oracle:
+            ORACLES.get(settings.oracle)  # an unknown name fails before anything is loaded
+        self.model_dir = resolve_model(settings.model)
+        backend = model_card(self.model_dir)["backend"]
+        self.backend = backend
+        self.task = for_backend(self.task, backend)
+        oracle_name = settings.oracle or self.task.oracles.get(backend, "")
+        if not oracle_name:
+            raise HerobenchError(f"task '{self.task.name}' names no oracle for backend '{backend}'")
+        profile = settings.rater.profile
+        if profile == "default" and self.task.rater_profiles and "default" not in self.task.rater_profiles:
+            profile = self.task.rater_profiles[0]
+        if profile not in self.task.rater_profiles:
+            raise HerobenchError(
+                f"rater profile '{profile}' is not one of task '{self.task.name}': {list(self.task.rater_profiles)}"
+            )
+        self.profile = profile
+        # feedback may come from any oracle; evaluation always uses the task's reference oracle
+        self.feedback_oracle = make_oracle(oracle_name, self.task, profile)
+        # (an explicit --oracle also evaluates when the task has no reference oracle for this backend)
+        eval_name = self.task.oracles.get(backend) or oracle_name
+        self.eval_oracle = make_oracle(eval_name, self.task, profile)
+        self.method = method_factory()
+        dtype = torch.float32
+        components = load_components(self.model_dir, device=settings.device, dtype=dtype)
+        self.gen = Generator(components, sampler_for(settings, self.model_dir), device=settings.device, dtype=dtype)
+        self.method.setup(self.gen, dict(settings.method_options), settings.seed)
+        self.rater = SimulatedRater(
+            profile=profile, flip_rate=settings.rater.flip_rate, best_noise=settings.rater.best_noise, seed=settings.seed
+        )
+        budget = settings.budget_labels if self.method.trains else 0
+        self.ledger = FeedbackLedger.open(run_dir.labels, budget)
+        self.budget = budget
+        self.iteration = 0  # iterations completed (learned from and checkpointed)
+        self.labels_done = 0  # labels of those iterations (the ledger may hold one more, not yet learned)
+        self.best_score: float | None = None
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _time(self, key: str, t0: float) -> None:
+        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
+
+    def config_record(self) -> dict:
+        return {
+            "settings": to_dict(self.settings),
+            "sampler": dataclasses.asdict(self.gen.sampler),
+            "task": {"name": self.task.name, "version": self.task.version},
+            "oracle": {
+                "feedback": {"name": self.feedback_oracle.name, "version": self.feedback_oracle.version},
+                "evaluation": {"name": self.eval_oracle.name, "version": self.eval_oracle.version},
+                "profile": self.profile,
+            },
+            "method": {"name": self.method.name, "protocol": self.method.protocol,
+                       "custom_eval_noise": bool(getattr(self.method, "custom_eval_noise", False)),
+                       "options": to_dict(getattr(self.method, "options", None) or {})},
+            "model": str(self.model_dir),
+            "environment": environment_info(),
+        }
+
+    def save_checkpoint(self) -> None:
+        """Atomically replace ``checkpoints/latest`` (LoRA + method state + harness state)."""
+        final = self.dir.checkpoints / "latest"
+        tmp = self.dir.checkpoints / "latest.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        if self.method.trains:
+            save_lora(self.gen.components.unet, tmp / "lora")
+        torch.save(self.method.state_dict(), tmp / "method.pt")
+        (tmp / "harness.json").write_text(
+            json.dumps({"iteration": self.iteration, "best_score": self.best_score, "labels": self.labels_done})
+        )
+        old = self.dir.checkpoints / "latest.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load_checkpoint(self) -> None:
+        ckpt = self.dir.checkpoints / "latest"
+        if not ckpt.exists():
+            old = self.dir.checkpoints / "latest.old"
+            if old.exists():  # killed between the two renames
+                old.rename(ckpt)
+            else:
+                return
+        try:
+            state = json.loads((ckpt / "harness.json").read_text())
+            if self.method.trains:
+                load_lora(self.gen.components.unet, ckpt / "lora")
+            self.method.load_state_dict(torch.load(ckpt / "method.pt", weights_only=False))
+        except HerobenchError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any corruption becomes one line
+            raise HerobenchError(f"checkpoint {ckpt} is corrupt ({type(e).__name__}: {e})") from e
+        self.iteration = int(state["iteration"])
+        self.labels_done = int(state["labels"])
+        self.best_score = state["best_score"]
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> list[dict]:
+        """Success rate on held-out noise and prompts; never charged to the budget."""
+        t0 = time.perf_counter()
+        es = self.settings.eval
+        sets = {"eval": list(self.task.eval_prompts)}
+        if list(self.task.train_prompts) != sets["eval"]:
+            sets["train"] = list(self.task.train_prompts)
+        rows = []
+        for name, base_prompts in sets.items():
+            prompts = [base_prompts[i % len(base_prompts)] for i in range(es.n_images)]
+            shown = self.method.eval_prompts(prompts, self.task)
+            noise = eval_noise(es.n_images, self.gen.latent_shape, es.seed + EVAL_SEED_OFFSET)
+            noise = self.method.eval_noise(noise)
+            verdicts = []
+            for i in range(0, es.n_images, es.batch_size):
+                sl = slice(i, i + es.batch_size)
+                rng = torch.Generator().manual_seed(es.seed + i)
+                ro = self.gen.sample(shown[sl], init_noise=noise[sl], generator=rng)
+                # the judge sees the task prompt (what success means), not the enhanced wording
+                verdicts += self.eval_oracle.judge(ro.images, prompts[sl])
+            row = {"labels": self.labels_done, "iteration": self.iteration, "prompt_set": name,
+                   **summarise(verdicts), "reasons": _reason_counts(verdicts)}
+            append_jsonl(self.dir.evals, row)
+            rows.append(row)
+        self._time("evaluation", t0)
+        return rows
+
+    # ------------------------------------------------------------------ one iteration
+    def step(self) -> dict:
+        it = self.iteration + 1
+        s = self.settings
+        n = min(s.batch_size, self.budget - self.labels_done)
+        t0 = time.perf_counter()
+        prompts = self.method.train_prompts(self.task, n)
+        groups = self.method.groups(n)
+        noise = self.method.init_noise(n, self.gen.latent_shape, _rng(s.seed, it, 1))
+        rollout = self.gen.sample(prompts, init_noise=noise, generator=_rng(s.seed, it, 2))
+        self._time("sampling", t0)
+        hashes = [sha256_of_image(img) for img in rollout.images]
+
+        t0 = time.perf_counter()
+        recorded = self.ledger.get(it)
+        if recorded is not None:  # labels given before a crash: replay them, never ask twice
+            feedback, verdict_scores = _feedback_from_record(recorded, hashes)
+        else:
+            verdicts = self.feedback_oracle.judge(rollout.images, prompts)
+            feedback = self.rater.rate(
+                verdicts, self.method.protocol, groups=groups, prev_best_score=self.best_score,
+                rng=np.random.default_rng([s.seed, it, 3]),
+            )
+            verdict_scores = [v.score for v in verdicts]
+            entries = [
+                {"prompt": p, "image_sha256": h, "good": bool(g), "score": float(sc), "reason": v.reason,
+                 "group": (groups[i] if groups else None)}
+                for i, (p, h, g, sc, v) in enumerate(zip(prompts, hashes, feedback.good, verdict_scores, verdicts))
+            ]
+            self.ledger.record(it, entries, best=feedback.best, pairs=list(feedback.pairs), scores=feedback.scores)
+        self._time("rating", t0)
+        if feedback.best is not None:
+            self.best_score = float(verdict_scores[feedback.best])
+
+        t0 = time.perf_counter()
+        stats = self.method.learn(rollout, feedback, _rng(s.seed, it, 4))
+        self._time("learning", t0)
+        self.iteration = it
+        self.labels_done += feedback.n_labels
+        return {"iteration": it, "labels": self.labels_done, "good": int(sum(feedback.good)), **stats}
+
+
+def _reason_counts(verdicts) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in verdicts:
+        out[v.reason] = out.get(v.reason, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1])[:12])
+
+
+def _feedback_from_record(rec, hashes: list[str]) -> tuple[Feedback, list[float]]:
+    if [e["image_sha256"] for e in rec.entries] != hashes:
+        raise HerobenchError(
+            "the replayed batch differs from the recorded one (image hashes do not match): "
+            "resume on the same machine type, seed and code version"
+        )
+    return rec.feedback(), [float(e.get("score", 0.0)) for e in rec.entries]
+
+
+def _run_dir_name(s: RunSettings) -> str:
+    return f"{s.task}-{s.method}-s{s.seed}"
+
+
+def prepare(settings: RunSettings, out: Path | str = "runs", resume: Path | str | None = None,
+            progress: bool = True) -> Run:
+    """Create (or reopen, with ``resume``) a run folder and build the run."""
+    if resume is not None:
+        rd = RunDir(Path(resume))
+        if not rd.config_json.exists():
+            raise HerobenchError(f"'{resume}' is not a herobench run folder (no config.json)")
+        try:
+            saved = json.loads(rd.config_json.read_text())
+            from herobench.config import from_dict
+
+            settings = from_dict(RunSettings, saved["settings"], "settings")
+        except HerobenchError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise HerobenchError(f"'{resume}' has an unreadable config.json ({e})") from e
+        run = Run(settings, rd, progress)
+        run.load_checkpoint()
+        return run
+    out = Path(out)
+    name = _run_dir_name(settings)
+    path = out / name
+    k = 1
+    while path.exists():
+        k += 1
+        path = out / f"{name}-{k}"
+    path.mkdir(parents=True)
+    rd = RunDir(path)
+    try:
+        run = Run(settings, rd, progress)
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)  # nothing was recorded yet: leave no empty run folder
+        raise
+    rd.config_json.write_text(json.dumps(run.config_record(), indent=2, default=str))
+    return run
+
+
+def execute(run: Run) -> dict:
+    """Drive a prepared run to the end of its budget; returns the summary (also in summary.json)."""
+    s = run.settings
+    t_start = time.perf_counter()
+    evals = read_jsonl(run.dir.evals) if run.dir.evals.exists() else []
+    every = s.eval.every_labels
+    on_grid = run.labels_done % every == 0 or run.labels_done == run.budget
+    if on_grid and not any(e["labels"] == run.labels_done for e in evals):  # (a resume may land between points)
+        run.evaluate()
+    bar = tqdm(total=run.budget, initial=run.labels_done, desc=f"{s.task}/{s.method}",
+               unit="label", disable=not run.progress)
+    while run.method.trains and run.labels_done < run.budget:
+        before = run.labels_done
+        stats = run.step()
+        append_jsonl(run.dir.train_log, stats)
+        bar.update(run.labels_done - before)
+        t0 = time.perf_counter()
+        run.save_checkpoint()
+        run._time("io", t0)
+        if run.labels_done // every > before // every or run.labels_done == run.budget:
+            run.evaluate()
+    bar.close()
+    if not run.method.trains:
+        run.save_checkpoint()
+    evals = read_jsonl(run.dir.evals)
+    last = {e["prompt_set"]: e for e in evals if e["labels"] == run.labels_done}
+    first = {e["prompt_set"]: e for e in evals if e["labels"] == 0}
+    summary = {
+        "task": s.task, "method": s.method, "seed": s.seed, "labels": run.labels_done,
+        "best_picks": run.ledger.n_best_picks, "pairs": run.ledger.n_pairs, "iterations": run.iteration,
+        "success_start": {k: v["success_rate"] for k, v in first.items()},
+        "success_end": {k: v["success_rate"] for k, v in last.items()},
+        "interval_end": {k: [v["lo"], v["hi"]] for k, v in last.items()},
+        "seconds": time.perf_counter() - t_start,
+        "timings": run.timings,
+        "unet_seconds": run.gen.unet_seconds,
+    }
+    run.dir.summary.write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def run(settings: RunSettings, out: Path | str = "runs", resume: Path | str | None = None,
+        progress: bool = True) -> tuple[Path, dict]:
+    """The Python API behind ``herobench run``: returns (run folder, summary)."""
+    r = prepare(settings, out, resume, progress)
+    return r.dir.path, execute(r)

@@ -1,0 +1,98 @@
+"""DDPO (Black et al., 2023) with human labels as the reward: the policy-gradient baseline.
+
+Each labelled image gets reward 1 (good) or 0 (bad); advantages are standardised per prompt
+(ddpo-pytorch's per-prompt stat tracking, here over the current batch only, without its 16-reward
+history buffer) and clipped to ±5; one PPO-clip update is taken with the same
+``core.policy_gradient.ppo_update`` as HERO, on the same LoRA rank.
+
+Defaults are ddpo-pytorch's (``config/base.py``): lr 3e-4, clip range 1e-4, advantage clip 5, grad
+clip 1.0, one inner epoch, CFG in training, and every denoising step trained
+(``timestep_fraction = 1.0``, here ``n_train_timesteps = 0``). HERO differs in lr (1e-3) and in
+training 5 random steps per trajectory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from herobench.config import from_dict, to_dict
+from herobench.core.losses import normalize_advantages
+from herobench.core.policy_gradient import PGConfig, ppo_update
+from herobench.errors import ConfigError, HerobenchError
+from herobench.methods.base import Method, attach_lora, labels_tensor, prefixed
+from herobench.types import Feedback, Rollout
+
+
+@dataclass(frozen=True)
+class DDPOOptions:
+    lora_rank: int = 4
+    lr: float = 3e-4
+    n_train_timesteps: int = 0  # 0 = every denoising step (ddpo-pytorch timestep_fraction 1.0)
+    clip_range: float = 1e-4
+    adv_clip: float = 5.0
+    max_grad_norm: float = 1.0
+    train_micro_batch: int = 8  # memory knob only
+    advantages: Literal["per_prompt", "batch"] = "per_prompt"
+
+    def __post_init__(self) -> None:
+        if self.lora_rank < 1:
+            raise ConfigError(f"method_options.lora_rank must be >= 1 (got {self.lora_rank})")
+        if self.n_train_timesteps < 0:
+            raise ConfigError(f"method_options.n_train_timesteps must be >= 0 (got {self.n_train_timesteps})")
+        try:
+            self.pg_config(1)
+        except ConfigError as e:
+            raise ConfigError(f"method_options.{e}") from None
+
+    def pg_config(self, n_steps: int) -> PGConfig:
+        """The PPO settings for a sampler of ``n_steps`` denoising steps."""
+        return PGConfig(
+            lr=self.lr,
+            n_train_timesteps=self.n_train_timesteps or n_steps,
+            clip_range=self.clip_range,
+            adv_clip=self.adv_clip,
+            max_grad_norm=self.max_grad_norm,
+            train_micro_batch=self.train_micro_batch,
+        )
+
+
+class DDPOMethod(Method):
+    """DDPO on human labels. Protocol ``"scalar"``.
+
+    State: ``options`` (:class:`DDPOOptions`), ``optimizer`` (AdamW over the LoRA parameters).
+    """
+
+    name = "ddpo"
+    protocol = "scalar"
+    trains = True
+
+    def setup(self, gen, options: dict[str, Any], seed: int) -> None:
+        self.options = from_dict(DDPOOptions, dict(options), "method_options")
+        self.gen = gen
+        self.pg = self.options.pg_config(gen.sampler.steps)
+        self.optimizer = attach_lora(gen, self.options.lora_rank, self.options.lr, seed)
+
+    def learn(self, rollout: Rollout, feedback: Feedback, rng: torch.Generator) -> dict[str, float]:
+        o = self.options
+        rewards = labels_tensor(feedback, rollout).float()
+        prompts = rollout.prompts if o.advantages == "per_prompt" else None
+        advantages = normalize_advantages(rewards, prompts=prompts, clip=o.adv_clip)
+        stats = {"n_good": float(sum(feedback.good)), "reward_mean": float(rewards.mean())}
+        if not bool((advantages != 0).any()):  # all labels equal: no learning signal
+            return stats | {"pg_skipped": 1.0}
+        return (
+            stats
+            | {"pg_skipped": 0.0}
+            | prefixed("pg_", ppo_update(self.gen, rollout, advantages, self.optimizer, self.pg, rng))
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"options": to_dict(self.options), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["options"] != to_dict(self.options):
+            raise HerobenchError("the checkpoint was written with other DDPO options than this run's")
+        self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,214 @@
+"""HERO's feedback-aligned representation learning and the reward it defines.
+
+An encoder ``E`` maps the latent that enters the *last* denoising step (``Rollout.last_step_input``)
+to a 2048-d feature; a projection head sits on top for training only. Each iteration the encoder and
+head are trained with a triplet loss -- anchor = the best image, positive = a good image, negative =
+a bad image, distance ``d(a, b) = (1 - cos(a, b)) / 2`` on head outputs, margin 0.5 -- for 500
+epochs with Adam (lr 1e-5); both persist across iterations. The reward of an image is then
+``(cos(E(x), E(x_best)) + 1) / 2`` on the encoder features (before the head).
+
+Triplets. The official code (``TripletDatasetWithPositiveNegativeBest`` in the HERO repository)
+draws, each epoch, as many triplets as the batch has images, with a uniformly random positive and
+negative each, in one minibatch (its final encoder config has ``batch_size`` 2048 > 64), i.e. one
+Adam step per epoch. Our default ``"all_pairs"`` uses every (positive, negative) pair of the batch
+in that one step: the expectation of the official loss, without its sampling noise and without an
+RNG. ``"sampled"`` reproduces the official draw. (The official distance passes ``dim=0`` to
+``cosine_similarity`` on ``N×512`` batches, i.e. compares feature columns across the minibatch; we
+follow the paper's per-pair cosine.)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TripletSampling = Literal["all_pairs", "sampled"]
+
+
+class HeroEncoder(nn.Module):
+    """HERO's latent encoder: three 3×3 convs (4→8→16→32, padding 1), each ReLU + 2×2 max-pool, then
+    flatten, linear to ``feature_dim`` and ReLU.
+
+    Args:
+        in_channels: latent channels ``C`` (4 for SD).
+        latent_size: latent side ``h = w``, or ``(h, w)``: 64 for SD-1.5 (→ 32×8×8 = 2048 inputs to
+            the linear layer), 16 for GlyphWorld (→ 32×2×2 = 128). Each side must be >= 8.
+        feature_dim: output features (HERO: 2048).
+
+    Shapes: ``B×C×h×w`` float -> ``B×feature_dim`` (non-negative, after the final ReLU).
+    """
+
+    def __init__(
+        self, in_channels: int = 4, latent_size: int | tuple[int, int] = 64, feature_dim: int = 2048
+    ):
+        super().__init__()
+        h, w = (latent_size, latent_size) if isinstance(latent_size, int) else latent_size
+        if h < 8 or w < 8:
+            raise ValueError(f"latent size must be at least 8×8 for three 2×2 poolings, got {h}×{w}")
+        layers: list[nn.Module] = []
+        channels = (in_channels, 8, 16, 32)
+        for c_in, c_out in zip(channels[:-1], channels[1:]):
+            layers += [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        self.convs = nn.Sequential(*layers)
+        self.fc = nn.Linear(32 * (h // 8) * (w // 8), feature_dim)
+        self.feature_dim = feature_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.fc(self.convs(x).flatten(1)))
+
+
+class ProjectionHead(nn.Module):
+    """MLP ``2048 → 2048 → 1024 → 512`` with ReLU between layers (none after the last); training only."""
+
+    def __init__(self, feature_dim: int = 2048, hidden: tuple[int, ...] = (2048, 1024), out_dim: int = 512):
+        super().__init__()
+        dims = (feature_dim, *hidden, out_dim)
+        layers: list[nn.Module] = []
+        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+            layers.append(nn.Linear(d_in, d_out))
+            if i < len(dims) - 2:
+                layers.append(nn.ReLU())
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x)
+
+
+def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(1 - cos(a, b)) / 2`` along the last dimension: ``…×D, …×D -> …``, in ``[0, 1]``."""
+    return (1.0 - F.cosine_similarity(a, b, dim=-1)) / 2.0
+
+
+def triplet_loss(
+    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float = 0.5
+) -> torch.Tensor:
+    """``mean(relu(d(a, p) - d(a, n) + margin))`` with :func:`cosine_distance`; ``N×D`` inputs
+    (``anchor`` may be ``1×D``, broadcast). Equals ``nn.TripletMarginWithDistanceLoss`` with that distance."""
+    return F.relu(cosine_distance(anchor, positive) - cosine_distance(anchor, negative) + margin).mean()
+
+
+def triplet_indices(
+    n_pos: int, n_neg: int, mode: TripletSampling, n_draws: int, rng: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices ``(pos, neg)`` of one epoch's triplets: all ``n_pos·n_neg`` pairs, or ``n_draws``
+    uniform draws with replacement (the official code's ``random.choice`` per item)."""
+    if mode == "all_pairs":
+        return torch.arange(n_pos).repeat_interleave(n_neg), torch.arange(n_neg).repeat(n_pos)
+    if mode == "sampled":
+        return (
+            torch.randint(n_pos, (n_draws,), generator=rng),
+            torch.randint(n_neg, (n_draws,), generator=rng),
+        )
+    raise ValueError(f"unknown triplet sampling {mode!r}")
+
+
+def train_representation(
+    encoder: HeroEncoder,
+    head: ProjectionHead,
+    optimizer: torch.optim.Optimizer,
+    latents: torch.Tensor,
+    good: torch.Tensor,
+    best_latent: torch.Tensor | None,
+    *,
+    best_index: int | None = None,
+    epochs: int = 500,
+    margin: float = 0.5,
+    triplets: TripletSampling = "all_pairs",
+    rng: torch.Generator | None = None,
+) -> dict[str, float]:
+    """Train ``encoder`` + ``head`` on this batch's triplets, one optimizer step per epoch.
+
+    Args:
+        latents: ``B×C×h×w`` latents entering the last denoising step (``rollout.last_step_input``).
+        good: ``B`` bools, the rater's labels.
+        best_latent: ``C×h×w`` anchor (the current best image's latent), or None when there is none.
+        best_index: the best image's row in this batch when it was picked from this batch; it is
+            the anchor and so is not also used as a positive.
+        epochs: optimizer steps (HERO: 500).
+        margin: triplet margin (HERO: 0.5).
+        triplets: ``"all_pairs"`` (default) or ``"sampled"`` (official code; ``B`` random triplets per
+            epoch, needs ``rng``). See the module docstring.
+        rng: CPU generator for ``"sampled"``.
+
+    Returns:
+        ``repr_trained`` (1/0), ``repr_positives``, ``repr_negatives`` and, when trained,
+        ``repr_loss_start`` (first epoch) and ``repr_loss_end`` (all pairs, after the last step).
+        Training is skipped -- nothing changes -- without an anchor, without a positive (no good
+        image, or the only good image is the new best) or without a negative (every image good).
+    """
+    good = torch.as_tensor(good, dtype=torch.bool).cpu()
+    if good.numel() != latents.shape[0]:
+        raise ValueError(f"{good.numel()} labels for {latents.shape[0]} latents")
+    is_pos = good.clone()
+    if best_index is not None:
+        is_pos[best_index] = False
+    pos = torch.nonzero(is_pos).flatten()
+    neg = torch.nonzero(~good).flatten()
+    stats = {"repr_trained": 0.0, "repr_positives": float(len(pos)), "repr_negatives": float(len(neg))}
+    if best_latent is None or len(pos) == 0 or len(neg) == 0 or epochs == 0:
+        return stats
+    if triplets == "sampled" and rng is None:
+        raise ValueError("triplets='sampled' needs an rng")
+
+    device = next(encoder.parameters()).device
+    rows = latents.to(device)[torch.cat([pos, neg]).to(device)]
+    x = torch.cat([best_latent.to(device)[None], rows]).to(torch.float32)
+    n_pos, n_neg = len(pos), len(neg)
+
+    def loss_on(z: torch.Tensor, pi: torch.Tensor, ni: torch.Tensor) -> torch.Tensor:
+        anchor, p, n = z[:1], z[1 : 1 + n_pos], z[1 + n_pos :]
+        return triplet_loss(anchor, p[pi.to(device)], n[ni.to(device)], margin)
+
+    encoder.train()
+    head.train()
+    for epoch in range(epochs):
+        pi, ni = triplet_indices(n_pos, n_neg, triplets, latents.shape[0], rng)
+        loss = loss_on(head(encoder(x)), pi, ni)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if epoch == 0:
+            stats["repr_loss_start"] = float(loss.detach())
+    encoder.eval()
+    head.eval()
+    with torch.no_grad():
+        stats["repr_loss_end"] = float(
+            loss_on(head(encoder(x)), *triplet_indices(n_pos, n_neg, "all_pairs", 0, None))
+        )
+    stats["repr_trained"] = 1.0
+    return stats
+
+
+@torch.no_grad()
+def compute_rewards(
+    encoder: HeroEncoder,
+    latents: torch.Tensor,
+    best_latent: torch.Tensor,
+    mode: Literal["best", "mean_good"] = "best",
+    good_latents: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """HERO's reward: ``(cos(E(x), E(x_best)) + 1) / 2`` on encoder features.
+
+    Args:
+        latents: ``B×C×h×w`` latents entering the last denoising step.
+        best_latent: ``C×h×w`` the best image's latent.
+        mode: ``"best"`` (HERO's default) or ``"mean_good"``: the mean of that similarity over
+            ``good_latents`` (``G×C×h×w``); with no good latent it falls back to ``"best"``.
+
+    Returns:
+        ``B`` float32 rewards in ``[0, 1]`` on the encoder's device (the best image itself gets 1).
+    """
+    if mode not in ("best", "mean_good"):
+        raise ValueError(f"unknown reward mode {mode!r}")
+    device = next(encoder.parameters()).device
+    feats = encoder(latents.to(device, torch.float32))
+    if mode == "mean_good" and good_latents is not None and len(good_latents) > 0:
+        refs = encoder(good_latents.to(device, torch.float32))
+        sim = F.cosine_similarity(feats[:, None], refs[None], dim=-1).mean(dim=1)
+    else:
+        ref = encoder(best_latent.to(device, torch.float32)[None])
+        sim = F.cosine_similarity(feats, ref, dim=-1)
+    return ((sim + 1.0) / 2.0).clamp(0.0, 1.0)

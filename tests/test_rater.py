@@ -1,0 +1,159 @@
+import math
+
+import numpy as np
+import pytest
+
+from herobench.config import RaterSettings
+from herobench.errors import ConfigError
+from herobench.harness.rater import SimulatedRater
+from herobench.types import Feedback, Verdict
+
+
+def verdicts(successes, scores=None):
+    scores = scores if scores is not None else [0.5] * len(successes)
+    return [Verdict(success=bool(s), score=float(sc), reason="r") for s, sc in zip(successes, scores)]
+
+
+def test_hero_exact_labels_and_best_among_good():
+    v = verdicts([1, 0, 1, 0], [0.6, 0.99, 0.8, 0.1])  # the highest score (0.99) is a bad image
+    fb = SimulatedRater().rate(v, "hero")
+    assert fb == Feedback(good=(True, False, True, False), best=2)
+    assert fb.n_labels == 4 and fb.pairs == () and fb.scores is None
+
+
+def test_hero_keeps_previous_best_unless_beaten():
+    v = verdicts([1, 1], [0.6, 0.7])
+    r = SimulatedRater()
+    assert r.rate(v, "hero", prev_best_score=0.9).best is None
+    assert r.rate(v, "hero", prev_best_score=0.7).best is None  # a tie keeps the previous best
+    assert r.rate(v, "hero", prev_best_score=0.69).best == 1
+
+
+def test_hero_edge_cases_no_good_and_all_good():
+    r = SimulatedRater()
+    assert r.rate(verdicts([0, 0, 0]), "hero") == Feedback(good=(False, False, False), best=None)
+    fb = r.rate(verdicts([1, 1, 1], [0.2, 0.9, 0.9]), "hero")
+    assert fb.good == (True, True, True) and fb.best == 1  # ties go to the earliest image
+    assert r.rate([], "hero") == Feedback(good=())
+
+
+def test_flip_rate_statistics_match_the_setting():
+    rater = SimulatedRater(flip_rate=0.2, seed=7)
+    truth = np.arange(200) % 3 == 0
+    v = verdicts(truth)
+    flips = 0
+    n_iter = 100
+    for it in range(n_iter):
+        fb = rater.rate(v, "hero", rng=rater.rng_for(it))
+        flips += int((np.array(fb.good) != truth).sum())
+    n = n_iter * len(truth)
+    rate = flips / n
+    assert abs(rate - 0.2) < 4 * math.sqrt(0.2 * 0.8 / n), rate  # ~0.011
+    # both directions are flipped: good->bad and bad->good
+    fb = rater.rate(v, "hero", rng=rater.rng_for(0))
+    good = np.array(fb.good)
+    assert (good & ~truth).any() and (~good & truth).any()
+
+
+def test_randomness_is_reproducible_and_independent_per_iteration():
+    rater = SimulatedRater(flip_rate=0.3, best_noise=0.2, seed=1)
+    v = verdicts(np.arange(64) % 2 == 0, np.linspace(0, 1, 64))
+    a = rater.rate(v, "hero", rng=rater.rng_for(5))
+    assert a == rater.rate(v, "hero", rng=rater.rng_for(5))
+    assert a == SimulatedRater(flip_rate=0.3, best_noise=0.2, seed=1).rate(
+        v, "hero", rng=np.random.default_rng([1, 5])
+    )
+    assert a.good != rater.rate(v, "hero", rng=rater.rng_for(6)).good
+    assert (
+        a.good
+        != SimulatedRater(flip_rate=0.3, seed=2).rate(v, "hero", rng=SimulatedRater(seed=2).rng_for(5)).good
+    )
+    with pytest.raises(ValueError, match="noisy rater needs an rng"):
+        rater.rate(v, "hero")
+
+
+def test_best_noise_statistics():
+    # two good images, scores 0.5 and 0.6, noise std 0.1: P(pick the better) = Phi(0.1 / (0.1 * sqrt 2))
+    rater = SimulatedRater(best_noise=0.1, seed=3)
+    v = verdicts([1, 1], [0.5, 0.6])
+    n = 4000
+    picks = [rater.rate(v, "hero", rng=rater.rng_for(i)).best for i in range(n)]
+    p = sum(b == 1 for b in picks) / n
+    expected = 0.5 * (1 + math.erf((0.1 / (0.1 * math.sqrt(2))) / math.sqrt(2)))  # 0.760
+    assert abs(p - expected) < 4 * math.sqrt(expected * (1 - expected) / n), p
+    assert all(SimulatedRater().rate(v, "hero").best == 1 for _ in range(3))  # no noise: always the best
+
+
+def test_d3po_pairs_only_within_groups():
+    good = [1, 0, 0, 1, 1, 0, 1, 1]
+    groups = [0, 0, 0, 1, 1, 1, 2, 2]
+    fb = SimulatedRater().rate(verdicts(good), "d3po", groups=groups)
+    assert fb.good == tuple(bool(g) for g in good) and fb.best is None
+    assert fb.pairs == ((0, 1), (0, 2), (3, 5), (4, 5))  # group 2 is all good: no pair
+    for w, b in fb.pairs:
+        assert groups[w] == groups[b] and fb.good[w] and not fb.good[b]
+
+
+def test_d3po_random_batches_pair_every_good_bad_combination_in_group():
+    rater = SimulatedRater(flip_rate=0.25, seed=0)
+    rng = np.random.default_rng(0)
+    for it in range(20):
+        groups = rng.integers(0, 5, 32).tolist()
+        fb = rater.rate(verdicts(rng.random(32) < 0.5), "d3po", groups=groups, rng=rater.rng_for(it))
+        expected = {
+            (w, b)
+            for w in range(32)
+            for b in range(32)
+            if groups[w] == groups[b] and fb.good[w] and not fb.good[b]
+        }
+        assert set(fb.pairs) == expected and len(fb.pairs) == len(expected)
+
+
+def test_d3po_needs_groups_and_handles_no_good():
+    r = SimulatedRater()
+    with pytest.raises(ValueError, match="one group id per image"):
+        r.rate(verdicts([1, 0]), "d3po")
+    with pytest.raises(ValueError, match="one group id per image"):
+        r.rate(verdicts([1, 0]), "d3po", groups=[0])
+    assert r.rate(verdicts([0, 0]), "d3po", groups=[0, 0]).pairs == ()
+
+
+def test_scalar_and_none_protocols():
+    fb = SimulatedRater().rate(verdicts([1, 0, 1]), "scalar")
+    assert fb.scores == (1.0, 0.0, 1.0) and fb.good == (True, False, True) and fb.best is None
+    assert SimulatedRater(flip_rate=0.5).rate(verdicts([1, 0]), "none") == Feedback(good=())
+
+
+def test_unknown_protocol_and_bad_settings():
+    with pytest.raises(
+        ConfigError, match=r"unknown feedback protocol 'heros' \(known: d3po, hero, none, scalar\)"
+    ):
+        SimulatedRater().rate(verdicts([1]), "heros")
+    with pytest.raises(ConfigError, match="flip_rate"):
+        SimulatedRater(flip_rate=-0.1)
+    with pytest.raises(ConfigError, match="best_noise"):
+        SimulatedRater(best_noise=-1)
+
+
+def test_profiles():
+    multi = [
+        Verdict(success=False, score=0.1, reason="r", attrs={"profiles": {"green": {"success": True, "score": 0.9}, "snowy": {"success": False, "score": 0.2}}}),
+        Verdict(success=True, score=0.8, reason="r", attrs={"profiles": {"green": {"success": False, "score": 0.3}, "snowy": {"success": True, "score": 0.7}}}),
+    ]  # fmt: skip
+    assert SimulatedRater("green").rate(multi, "hero") == Feedback(good=(True, False), best=0)
+    assert SimulatedRater("snowy").rate(multi, "hero") == Feedback(good=(False, True), best=1)
+    assert SimulatedRater().rate(multi, "hero") == Feedback(good=(False, True), best=1)
+    with pytest.raises(
+        ConfigError,
+        match=r"rater profile 'autumn' is not judged by this oracle \(profiles it judges: green, snowy\)",
+    ):
+        SimulatedRater("autumn").rate(multi, "hero")
+    # an oracle built for one profile: its verdicts already are that rater's judgement
+    assert SimulatedRater("green").rate(verdicts([1, 0], [0.4, 0.9]), "hero") == Feedback(
+        good=(True, False), best=0
+    )
+
+
+def test_from_settings():
+    r = SimulatedRater.from_settings(RaterSettings(profile="green", flip_rate=0.1, best_noise=0.05), seed=4)
+    assert (r.profile, r.flip_rate, r.best_noise, r.seed) == ("green", 0.1, 0.05, 4)

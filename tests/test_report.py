@@ -1,0 +1,138 @@
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from herobench.errors import HerobenchError
+from herobench.harness.report import curve_table, labels_to_target, load_runs, plot_curves, write_report
+from herobench.harness.runlog import RunDir, append_jsonl, write_json_atomic
+
+
+def fake_run(root, name, method, seed, curve, task="hand", profile="default", budget=192):
+    rd = RunDir(root / name).create()
+    settings = {"task": task, "method": method, "seed": seed, "budget_labels": budget, "model": "glyphworld",
+                "rater": {"profile": profile}}  # fmt: skip
+    write_json_atomic(rd.config_json, {"settings": settings, "environment": {}})
+    for i, (labels, rate) in enumerate(curve):
+        n = 128
+        append_jsonl(rd.evals, {"labels": labels, "iteration": i, "prompt_set": "eval", "success_rate": rate,
+                                "lo": rate - 0.05, "hi": rate + 0.05, "n": n, "unreadable_rate": 0.0,
+                                "mean_score": rate})  # fmt: skip
+    return rd.path
+
+
+@pytest.fixture
+def runs(tmp_path):
+    return [
+        fake_run(tmp_path, "hand-hero-s0", "hero", 0, [(0, 0.1), (64, 0.3), (128, 0.5), (192, 0.6)]),
+        fake_run(tmp_path, "hand-hero-s1", "hero", 1, [(0, 0.1), (64, 0.2), (128, 0.4), (192, 0.7)]),
+        fake_run(tmp_path, "hand-pretrained-s0", "pretrained", 0, [(0, 0.12)], budget=0),
+    ]
+
+
+def test_load_runs_is_tidy(runs):
+    df = load_runs(runs)
+    assert len(df) == 9
+    assert {
+        "run",
+        "task",
+        "method",
+        "seed",
+        "labels",
+        "success_rate",
+        "lo",
+        "hi",
+        "n_images",
+        "prompt_set",
+    } <= set(df.columns)
+    hero1 = df[(df.method == "hero") & (df.seed == 1)]
+    assert hero1.labels.tolist() == [0, 64, 128, 192] and hero1.success_rate.tolist() == [0.1, 0.2, 0.4, 0.7]
+    assert set(df.run) == {"hand-hero-s0", "hand-hero-s1", "hand-pretrained-s0"}
+    assert (df.n_images == 128).all() and (df.prompt_set == "eval").all() and (df.profile == "default").all()
+
+
+def test_curve_table_mean_std_over_seeds(runs):
+    t = curve_table(load_runs(runs))
+    row = t[(t.method == "hero") & (t.labels == 128)].iloc[0]
+    assert row["mean"] == pytest.approx(0.45) and row["std"] == pytest.approx(np.std([0.5, 0.4], ddof=1))
+    assert (row["min"], row["max"], row["n_runs"]) == (0.4, 0.5, 2)
+    base = t[t.method == "pretrained"]
+    assert len(base) == 1 and base.iloc[0]["n_runs"] == 1 and math.isnan(base.iloc[0]["std"])
+
+
+def test_profiles_are_not_averaged_together(tmp_path):
+    a = fake_run(tmp_path, "g", "hero", 0, [(0, 0.2)], task="mountain", profile="green")
+    b = fake_run(tmp_path, "s", "hero", 0, [(0, 0.8)], task="mountain", profile="snowy")
+    t = curve_table(load_runs([a, b]))
+    assert sorted(t["mean"]) == [0.2, 0.8]
+
+
+def test_profile_resolved_by_the_runner_wins(tmp_path):
+    path = fake_run(tmp_path, "m", "hero", 0, [(0, 0.2)], task="mountain")
+    rd = RunDir(path)
+    config = json.loads(rd.config_json.read_text())
+    write_json_atomic(rd.config_json, {**config, "oracle": {"profile": "green"}})
+    assert load_runs([path]).profile.tolist() == ["green"]
+
+
+def test_plot_curves_writes_png(runs, tmp_path):
+    out = plot_curves(load_runs(runs), tmp_path / "plots" / "hand.png", title="hand")
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000
+    with pytest.raises(HerobenchError, match="no evaluations"):
+        plot_curves(load_runs([]), tmp_path / "empty.png")
+
+
+def test_labels_to_target_with_bootstrap_ci(runs):
+    df = load_runs(runs)
+    t = labels_to_target(df, 0.5, n_boot=500, seed=0)
+    hero = t[t.method == "hero"].iloc[0]
+    # seed 0 reaches 0.5 at 128 labels, seed 1 at 192
+    assert (hero.n_runs, hero.n_reached, hero.labels_mean) == (2, 2, 160.0)
+    assert 128 <= hero.ci_lo <= hero.labels_mean <= hero.ci_hi <= 192
+    assert t.equals(labels_to_target(df, 0.5, n_boot=500, seed=0))  # seeded: reproducible
+    base = t[t.method == "pretrained"].iloc[0]
+    assert (base.n_reached, math.isnan(base.labels_mean)) == (0, True)
+    t2 = labels_to_target(df, 0.65)
+    hero2 = t2[t2.method == "hero"].iloc[0]
+    assert hero2.n_reached == 1 and math.isnan(hero2.labels_mean)  # not every seed got there
+    t3 = labels_to_target(df, 0.1)
+    assert t3[t3.method == "hero"].iloc[0][["labels_mean", "ci_lo", "ci_hi"]].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_write_report(runs, tmp_path):
+    written = write_report(runs, tmp_path / "report", targets=[0.5])
+    assert {"runs.csv", "curves.csv", "curves_hand.png", "labels_to_target.csv"} <= set(written)
+    assert len(pd.read_csv(written["runs.csv"])) == 9
+    assert len(pd.read_csv(written["curves.csv"])) == 5
+    assert written["curves_hand.png"].read_bytes()[:4] == b"\x89PNG"
+    try:
+        import pyarrow  # noqa: F401
+
+        assert written["runs.parquet"].exists()
+    except ImportError:
+        assert "runs.parquet" not in written
+
+
+def test_not_a_run_dir_is_named(tmp_path, runs):
+    (tmp_path / "stray").mkdir()
+    with pytest.raises(HerobenchError, match=r"not a run folder: .*stray \(no config.json\)"):
+        load_runs([*runs, tmp_path / "stray"])
+    with pytest.raises(HerobenchError, match=r"not a run folder: .*ghost \(no such folder\)"):
+        load_runs([tmp_path / "ghost"])
+    bad = RunDir(tmp_path / "bad").create()
+    bad.config_json.write_text(json.dumps({"nosettings": 1}))
+    with pytest.raises(HerobenchError, match=r"bad/config.json: not a valid run config"):
+        load_runs([bad.path])
+
+
+def test_torn_and_malformed_eval_lines(runs):
+    evals = RunDir(runs[0]).evals
+    with evals.open("a") as fh:
+        fh.write('{"labels": 256, "succ')  # a run killed mid-write: ignored
+    assert len(load_runs(runs)) == 9
+    evals.write_text('{"labels": 0, "success_rate": 0.1}\n{"labels": 64}\n')
+    with pytest.raises(HerobenchError, match=r"evals.jsonl: line 2 lacks 'labels' or 'success_rate'"):
+        load_runs(runs)
