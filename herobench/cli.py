@@ -19,6 +19,7 @@ Examples:
   herobench run --task hand --method d3po --budget 256 --set sampler.steps=10
   herobench run --resume runs/hand-hero-s0
   herobench report runs/hand-hero-s0 runs/hand-hero-s1 --out report/
+  herobench bench benchmarks/grids/glyphworld.toml --out runs/glyphworld --jobs 2
   herobench glyphworld grid --task hand --out hand.png
 """
 
@@ -59,7 +60,11 @@ def ls_cmd(what: str) -> None:
 @click.option("--seed", type=int, default=None, help="run seed [default: 0]")
 @click.option("--model", default=None, help="'glyphworld' (default) or a local Stable Diffusion folder")
 @click.option("--oracle", default=None, help="oracle giving the feedback (default: the task's)")
-@click.option("--rater", "rater_kind", type=click.Choice(["simulated"]), default="simulated", show_default=True)
+@click.option("--rater", "rater_kind", default=None, metavar="simulated|human|replay:LABELS.jsonl",
+              help="who labels: the simulated rater (default), a person on a local web page (the URL is "
+                   "printed), or a recorded label log replayed through the recorded-labels oracle")
+@click.option("--host", default=None, help="--rater human: interface to serve the page on [default: 127.0.0.1]")
+@click.option("--port", type=int, default=None, help="--rater human: port [default: any free port]")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="TOML run config")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a config key (repeatable)")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
@@ -67,7 +72,8 @@ def ls_cmd(what: str) -> None:
               help="folder that receives the run folder")
 @click.option("--resume", type=click.Path(path_type=Path), default=None, help="continue a killed run folder")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def run_cmd(task, method, budget, seed, model, oracle, rater_kind, config_path, overrides, device, out, resume, quiet):
+def run_cmd(task, method, budget, seed, model, oracle, rater_kind, host, port, config_path, overrides, device, out,
+            resume, quiet):
     """Run one method on one task under a label budget, then print a summary.
 
     \b
@@ -76,19 +82,57 @@ def run_cmd(task, method, budget, seed, model, oracle, rater_kind, config_path, 
       herobench run --task hand --method pretrained --budget 0
       herobench run --task mountain --method hero --set rater.profile=snowy
       herobench run --resume runs/hand-hero-s0
+      herobench run --task hand --method hero --budget 128 --rater human --port 8765
+      herobench run --task hand --method hero --budget 128 --rater replay:runs/hand-hero-s0/labels.jsonl
     """
-    from herobench.harness.runner import run as run_api
+    from herobench.harness.runner import execute, prepare
     from herobench.harness.settings import settings_from_cli
 
     if resume is None and not task and config_path is None:
         raise click.UsageError("give --task (or --config, or --resume RUN_DIR)")
     settings = None
     if resume is None:
+        rater_sets = _rater_overrides(rater_kind, host, port, oracle)
         settings = settings_from_cli(task=task, method=method, budget=budget, seed=seed, model=model,
                                      oracle=oracle, device=device, config_path=config_path,
-                                     overrides=list(overrides))
-    path, summary = run_api(settings, out=out, resume=resume, progress=not quiet)
-    click.echo(format_summary(path, summary))
+                                     overrides=rater_sets + list(overrides))
+    elif rater_kind or host or port is not None:
+        raise click.UsageError("--rater/--host/--port come from the run folder on --resume "
+                               "(a resumed human run serves on its recorded host and port)")
+    r = prepare(settings, out=out, resume=resume, progress=not quiet)
+    try:
+        url = getattr(r.rater, "url", None)
+        if url:  # one line, flushed: scripts and people read it while the run waits for labels
+            click.echo(f"label the batches at: {url}")
+            sys.stdout.flush()
+        summary = execute(r)
+    finally:
+        r.close()
+    click.echo(format_summary(r.dir.path, summary))
+
+
+def _rater_overrides(rater: str | None, host: str | None, port: int | None, oracle: str | None) -> list[str]:
+    """``--rater``/``--host``/``--port`` as ``--set`` overrides (one validation path for every setting)."""
+    import json
+
+    rater = rater or "simulated"
+    if (host is not None or port is not None) and rater != "human":
+        raise click.UsageError("--host/--port only apply to --rater human")
+    if rater == "simulated":
+        return []
+    if rater == "human":
+        sets = ['rater.kind="human"']
+        sets += [f"rater.host={json.dumps(host)}"] if host is not None else []
+        sets += [f"rater.port={port}"] if port is not None else []
+        return sets
+    if rater.startswith("replay:") and rater[len("replay:"):]:
+        if oracle:
+            raise click.UsageError("--rater replay:LABELS replays through the recorded-labels oracle; drop --oracle")
+        labels = Path(rater[len("replay:"):]).expanduser().resolve()
+        if not labels.is_file():
+            raise HerobenchError(f"--rater {rater}: no such label log")
+        return ['oracle="recorded-labels"', f"oracle_options.labels={json.dumps(str(labels))}"]
+    raise click.UsageError(f"--rater must be simulated, human or replay:LABELS.jsonl (got '{rater}')")
 
 
 def format_summary(path: Path, summary: dict) -> str:
@@ -134,6 +178,38 @@ def report_cmd(run_dirs, out, targets):
         click.echo(f"wrote {p}")
 
 
+@main.command("bench")
+@click.argument("grid", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="folder of the cell run folders [default: runs/<grid file name>]")
+@click.option("--jobs", type=int, default=1, show_default=True, help="cells run in parallel (one thread each)")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a [settings] key (repeatable)")
+@click.option("--dry-run", is_flag=True, help="list the cells and their state; run nothing")
+@click.option("--no-report", is_flag=True, help="skip the merged report at the end")
+@click.option("--gpus", default="", metavar="0,1,...",
+              help="pin worker i to GPU i (mod the list); use with --set device=cuda")
+def bench_cmd(grid, out, jobs, overrides, dry_run, no_report, gpus):
+    """Run a grid of tasks x methods x seeds (a TOML grid file), one run folder per cell.
+
+    Finished cells are skipped and killed ones resumed, so rerunning the command completes a grid.
+    At the end `herobench report` merges every finished cell into OUT/report/.
+
+    \b
+    Examples:
+      herobench bench benchmarks/grids/glyphworld.toml --dry-run
+      herobench bench benchmarks/grids/glyphworld.toml --out runs/glyphworld --jobs 2
+      herobench bench benchmarks/grids/regression.toml --set model=path/to/model --out runs/reg
+      herobench bench benchmarks/grids/glyphworld.toml --set device=cuda --jobs 4 --gpus 0,1,2,3
+    """
+    from herobench.harness.bench import bench
+
+    out = out if out is not None else Path("runs") / grid.stem
+    results = bench(grid, out, jobs=jobs, overrides=list(overrides), dry_run=dry_run, report=not no_report,
+                    gpus=[g.strip() for g in gpus.split(",") if g.strip()], echo=click.echo)
+    if any(r.status == "failed" for r in results):
+        sys.exit(1)
+
+
 @main.group("glyphworld")
 def glyphworld_cmd() -> None:
     """The embedded GlyphWorld: train its model, look at samples, calibrate."""
@@ -156,6 +232,46 @@ def glyphworld_train(out: Path, seed: int, unet_steps: int | None, vae_steps: in
     cfg = dataclasses.replace(cfg, **changes)
     path = train_glyphworld(out, cfg)
     click.echo(f"wrote {path}")
+
+
+@glyphworld_cmd.command("grid")
+@click.option("--task", required=True, help="task name")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="PNG to write")
+@click.option("--n", type=int, default=32, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--profile", default="default", show_default=True, help="rater profile (mountain: green|snowy)")
+@click.option("--truth", is_flag=True, help="freshly rendered ground truth instead of model samples")
+@click.option("--model", default="glyphworld", show_default=True)
+@click.option("--lora", type=click.Path(path_type=Path), default=None, help="a run's checkpoints/latest/lora")
+def glyphworld_grid(task, out, n, seed, profile, truth, model, lora):
+    """Write a PNG grid of samples for a task with each verdict drawn on its tile."""
+    from herobench.glyphworld import calibrate
+
+    if profile == "default" and task == "mountain":
+        profile = "green"
+    if truth:
+        calibrate.ground_truth_grid(task, out, n=n, seed=seed, profile=profile)
+    else:
+        calibrate.model_grid(task, out, model=model, n=n, seed=seed, profile=profile, lora=lora)
+    click.echo(f"wrote {out}")
+
+
+@glyphworld_cmd.command("calibrate")
+@click.option("--model", default="glyphworld", show_default=True)
+@click.option("--n", type=int, default=256, show_default=True, help="samples per task prompt set")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="write calibration.json + grids here")
+def glyphworld_calibrate(model, n, out):
+    """Pretrained success rate and unreadable rate per task prompt (the model card's table)."""
+    import json as _json
+
+    from herobench.glyphworld import calibrate
+    from herobench.harness.runner import resolve_model
+
+    rows = calibrate.calibrate(resolve_model(model), n=n, grid_dir=(out / "grids") if out else None)
+    click.echo(calibrate.markdown_table(rows))
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "calibration.json").write_text(_json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -84,16 +84,22 @@ class EvalSettings:
 
 @dataclass(frozen=True)
 class RaterSettings:
-    """The simulated rater (see ``herobench.harness.rater.SimulatedRater``)."""
+    """Who gives the feedback: a simulated rater (``herobench.harness.rater.SimulatedRater``) or a person."""
 
     profile: str = "default"
     flip_rate: float = 0.0
     best_noise: float = 0.0
+    # "human": a person labels each batch on a local web page (herobench.harness.human); host/port
+    # are where that page is served (port 0 = any free port). A simulated rater ignores them.
+    kind: Literal["simulated", "human"] = "simulated"
+    host: str = "127.0.0.1"
+    port: int = 0
 
     def __post_init__(self) -> None:
         _require(0.0 <= self.flip_rate <= 1.0, f"flip_rate must be in [0, 1] (got {self.flip_rate})")
         _require(self.best_noise >= 0.0, f"best_noise must be >= 0 (got {self.best_noise})")
         _require(bool(self.profile), "profile must not be empty")
+        _require(0 <= self.port <= 65535, f"port must be in [0, 65535] (got {self.port})")
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,8 @@ class RunSettings:
     eval: EvalSettings = field(default_factory=EvalSettings)
     rater: RaterSettings = field(default_factory=RaterSettings)
     method_options: dict[str, Any] = field(default_factory=dict)
+    # free table for the feedback oracle's factory (e.g. recorded-labels: {labels = "runs/x/labels.jsonl"})
+    oracle_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _require(self.budget_labels >= 0, f"budget_labels must be >= 0 (got {self.budget_labels})")

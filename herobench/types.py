@@ -122,6 +122,33 @@ class Feedback:
 
 
 @dataclass(frozen=True)
+class RatingRequest:
+    """What the runner shows a rater besides the verdicts: the batch itself (a person needs the images).
+
+    A simulated rater ignores it; ``herobench.harness.human.HumanRater`` serves it as a web page.
+
+    Attributes:
+        images: ``B×3×H×W`` images in ``[0, 1]``, in batch order.
+        prompts: ``B`` prompts the images were sampled from.
+        image_sha256: ``B`` content hashes (``herobench.core.images.sha256_of_image``), as in the ledger.
+        iteration: the 1-based iteration being labelled.
+        budget_labels: the run's label budget.
+        labels_spent: labels already recorded before this batch.
+        prev_best_sha256: content hash of the current best image (``None`` before the first best pick).
+        task: the task's name (shown to the person).
+    """
+
+    images: torch.Tensor
+    prompts: tuple[str, ...]
+    image_sha256: tuple[str, ...]
+    iteration: int
+    budget_labels: int
+    labels_spent: int
+    prev_best_sha256: str | None = None
+    task: str = ""
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """A task loaded from ``tasks/<name>/task.toml`` (see ``herobench.harness.tasks``)."""
 

@@ -354,3 +354,16 @@ def test_denoising_loss_is_zero_for_the_right_target_only(prediction_type):
     for kind in ("epsilon", "v_prediction", "sample"):
         loss = denoising_loss(Oracle(kind, sched), sched, x0, torch.zeros(4, 1, 1), _gen(3)).item()
         assert (loss < 1e-8) == (kind == prediction_type), (kind, loss)
+
+
+
+@pytest.mark.parametrize("size, f", [(64, 2048), (16, 128)])
+def test_scaled_feature_dim_is_the_paper_at_sd_size(size, f):
+    """HeroOptions.feature_dim=0 scales encoder and head with the latent: SD-1.5's 4×64×64 gives exactly
+    the paper's 2048 features and 2048→2048→1024→512 head; GlyphWorld's 4×16×16 gives 128→128→64→32."""
+    from herobench.methods.hero import build_representation
+
+    enc, head = build_representation((4, size, size), feature_dim=0, seed=0)
+    z = enc(torch.zeros(2, 4, size, size))
+    assert z.shape == (2, f) and head(z).shape == (2, f // 4)
+    assert [m.out_features for m in head.modules() if isinstance(m, torch.nn.Linear)] == [f, f // 2, f // 4]

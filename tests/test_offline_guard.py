@@ -12,6 +12,7 @@ def test_network_connection_is_refused():
 
 def test_hub_download_fails_offline(tmp_path):
     from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
-    with pytest.raises(Exception):  # offline mode: no file in the cache and no download allowed
+    with pytest.raises(LocalEntryNotFoundError):  # offline mode: nothing cached, no download allowed
         hf_hub_download("runwayml/stable-diffusion-v1-5", "model_index.json", cache_dir=tmp_path)

@@ -17,24 +17,10 @@ from pathlib import Path
 
 import torch
 
+from herobench.core.sd15 import _bytes_to_unicode  # the same byte-level scheme as SD-1.5's builder
+
 MAX_TOKENS = 77  # the CLIP context length SD uses
 
-
-def _bytes_to_unicode() -> list[str]:
-    """The 256 printable stand-ins GPT-2/CLIP byte-level BPE uses for the bytes 0..255."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    chars, extra = [], 0
-    for b in range(256):
-        if b in printable:
-            chars.append(chr(b))
-        else:
-            chars.append(chr(256 + extra))
-            extra += 1
-    return chars
 
 
 def write_tiny_tokenizer_files(directory: Path) -> None:

@@ -21,6 +21,7 @@ from herobench.glyphworld.grid import verdict_grid
 from herobench.glyphworld.oracles import GlyphOracle
 from herobench.harness.evaluate import wilson_interval
 
+
 # (task, prompt set, profile) rows of the calibration table
 def calibration_rows() -> list[tuple[str, str, str]]:
     rows = []
@@ -94,6 +95,22 @@ def ground_truth_grid(task: str, path: Path, n: int = 32, seed: int = 0, profile
     tens = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0
     verdicts = GlyphOracle(task, profile=profile).judge(tens, ps)
     verdict_grid(arr, verdicts, path, cols=8)
+
+
+def model_grid(task: str, path: Path, model: str = "glyphworld", n: int = 32, seed: int = 0,
+               profile: str = "default", lora: Path | None = None) -> None:
+    """A grid of model samples for the task's train prompts, each tile with its verdict."""
+    from herobench.core.lora import load_lora
+    from herobench.harness.runner import resolve_model
+
+    gen = load_generator(resolve_model(model))
+    if lora is not None:
+        load_lora(gen.components.unet, lora)
+    prompts = list(render.TASK_PROMPTS[task]["train"])
+    images = sample_task(gen, prompts, n, seed)
+    ps = [prompts[i % len(prompts)] for i in range(n)]
+    verdicts = GlyphOracle(task, profile=profile).judge(images, ps)
+    verdict_grid(to_uint8(images), verdicts, path, cols=8)
 
 
 def markdown_table(rows: list[dict]) -> str:

@@ -29,7 +29,7 @@ import numpy as np
 
 from herobench.config import RaterSettings
 from herobench.errors import ConfigError
-from herobench.types import Feedback, Verdict
+from herobench.types import Feedback, RatingRequest, Verdict
 
 DEFAULT_PROFILE = "default"
 
@@ -83,6 +83,7 @@ class SimulatedRater:
         groups: Sequence[int] | None = None,
         prev_best_score: float | None = None,
         rng: np.random.Generator | None = None,
+        request: RatingRequest | None = None,
     ) -> Feedback:
         """Feedback on one batch.
 
@@ -93,6 +94,9 @@ class SimulatedRater:
             prev_best_score: score of the current best image (``"hero"``); a new best must beat it.
             rng: randomness for flips and best-pick noise; required when the rater is noisy (use
                 :meth:`rng_for` so that each iteration draws independently and reproducibly).
+            request: the batch itself (images, hashes, budget), which the runner passes to every
+                rater; a simulated rater judges through the verdicts only and ignores it
+                (``herobench.harness.human.HumanRater`` shows it to a person).
 
         Returns:
             Feedback with ``B`` labels (none for ``"none"``).

@@ -32,7 +32,7 @@ from herobench.harness.runlog import RunDir, append_jsonl, environment_info, rea
 from herobench.harness.tasks import for_backend, load_task
 from herobench.methods import METHODS
 from herobench.oracles import ORACLES, make_oracle
-from herobench.types import Feedback, TaskSpec
+from herobench.types import Feedback, RatingRequest, TaskSpec
 
 EVAL_SEED_OFFSET = 7_919  # evaluation noise never shares a seed with training noise
 
@@ -103,18 +103,21 @@ class Run:
             )
         self.profile = profile
         # feedback may come from any oracle; evaluation always uses the task's reference oracle
-        self.feedback_oracle = make_oracle(oracle_name, self.task, profile)
+        self.feedback_oracle = make_oracle(oracle_name, self.task, profile, settings.oracle_options)
         # (an explicit --oracle also evaluates when the task has no reference oracle for this backend)
         eval_name = self.task.oracles.get(backend) or oracle_name
-        self.eval_oracle = make_oracle(eval_name, self.task, profile)
+        self.eval_oracle = make_oracle(eval_name, self.task, profile,
+                                       settings.oracle_options if eval_name == oracle_name else None)
         self.method = method_factory()
         dtype = torch.float32
         components = load_components(self.model_dir, device=settings.device, dtype=dtype)
         self.gen = Generator(components, sampler_for(settings, self.model_dir), device=settings.device, dtype=dtype)
         self.method.setup(self.gen, dict(settings.method_options), settings.seed)
-        self.rater = SimulatedRater(
-            profile=profile, flip_rate=settings.rater.flip_rate, best_noise=settings.rater.best_noise, seed=settings.seed
-        )
+        if settings.rater.kind == "simulated":  # (a human rater is built last, below)
+            self.rater = SimulatedRater(
+                profile=profile, flip_rate=settings.rater.flip_rate, best_noise=settings.rater.best_noise,
+                seed=settings.seed,
+            )
         budget = settings.budget_labels if self.method.trains else 0
         self.ledger = FeedbackLedger.open(run_dir.labels, budget)
         self.budget = budget
@@ -122,6 +125,10 @@ class Run:
         self.labels_done = 0  # labels of those iterations (the ledger may hold one more, not yet learned)
         self.best_score: float | None = None
         self.timings: dict[str, float] = {}
+        if settings.rater.kind == "human":  # last: it starts serving the labelling page
+            from herobench.harness.human import HumanRater
+
+            self.rater = HumanRater(run_dir.path / "human", host=settings.rater.host, port=settings.rater.port)
 
     # ------------------------------------------------------------------ bookkeeping
     def _time(self, key: str, t0: float) -> None:
@@ -184,6 +191,12 @@ class Run:
         self.labels_done = int(state["labels"])
         self.best_score = state["best_score"]
 
+    def close(self) -> None:
+        """Release what the run holds open (the human rater's web server)."""
+        close = getattr(self.rater, "close", None)
+        if close is not None:
+            close()
+
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self) -> list[dict]:
@@ -235,6 +248,8 @@ class Run:
             feedback = self.rater.rate(
                 verdicts, self.method.protocol, groups=groups, prev_best_score=self.best_score,
                 rng=np.random.default_rng([s.seed, it, 3]),
+                request=RatingRequest(rollout.images, tuple(prompts), tuple(hashes), it, self.budget,
+                                      self.ledger.spent, _last_best_sha256(self.ledger), self.task.name),
             )
             verdict_scores = [v.score for v in verdicts]
             entries = [
@@ -253,6 +268,14 @@ class Run:
         self.iteration = it
         self.labels_done += feedback.n_labels
         return {"iteration": it, "labels": self.labels_done, "good": int(sum(feedback.good)), **stats}
+
+
+def _last_best_sha256(ledger: FeedbackLedger) -> str | None:
+    for it in reversed(ledger.iterations):
+        rec = ledger.get(it)
+        if rec.best is not None:
+            return rec.entries[rec.best]["image_sha256"]
+    return None
 
 
 def _reason_counts(verdicts) -> dict[str, int]:
@@ -357,4 +380,7 @@ def run(settings: RunSettings, out: Path | str = "runs", resume: Path | str | No
         progress: bool = True) -> tuple[Path, dict]:
     """The Python API behind ``herobench run``: returns (run folder, summary)."""
     r = prepare(settings, out, resume, progress)
-    return r.dir.path, execute(r)
+    try:
+        return r.dir.path, execute(r)
+    finally:
+        r.close()

@@ -14,6 +14,7 @@ The parts are small and live elsewhere; this file wires them and keeps the state
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -34,6 +35,15 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(f"method_options.{message}")
 
 
+def build_representation(latent_shape: tuple[int, int, int], feature_dim: int, seed: int):
+    """HERO's encoder E and projection head, seeded (global RNG untouched). ``feature_dim`` 0 = scaled."""
+    c, h, w = latent_shape
+    f = feature_dim or 32 * (h // 8) * (w // 8)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return HeroEncoder(c, (h, w), feature_dim=f), ProjectionHead(f, (f, f // 2), f // 4)
+
+
 @dataclass(frozen=True)
 class HeroOptions:
     """HERO's settings; every default is the paper's unless marked "herobench".
@@ -48,6 +58,9 @@ class HeroOptions:
     sigma: float = 0.1  # perturbation of pooled noises
     reward_mode: Literal["best", "mean_good"] = "best"
     encoder_epochs: int = 500
+    # 0 = scaled to the latent (herobench): the encoder's flattened conv output, 32·(h/8)·(w/8) — 2048 for
+    # SD-1.5's 4×64×64 latents, i.e. exactly the paper's 2048→2048→1024→512; 128→128→64→32 for GlyphWorld.
+    feature_dim: int = 0
     encoder_lr: float = 1e-5
     triplet_margin: float = 0.5
     triplet_sampling: Literal["all_pairs", "sampled"] = "all_pairs"  # herobench; "sampled" = official code
@@ -64,6 +77,8 @@ class HeroOptions:
         _check(0.0 <= self.beta <= 1.0, f"beta must be in [0, 1] (got {self.beta})")
         _check(0.0 <= self.sigma <= 1.0, f"sigma must be in [0, 1] (got {self.sigma})")
         _check(self.encoder_epochs >= 0, f"encoder_epochs must be >= 0 (got {self.encoder_epochs})")
+        _check(self.feature_dim == 0 or self.feature_dim >= 4,
+               f"feature_dim must be 0 (scaled) or >= 4 (got {self.feature_dim})")
         _check(self.encoder_lr > 0, f"encoder_lr must be > 0 (got {self.encoder_lr})")
         _check(self.triplet_margin >= 0, f"triplet_margin must be >= 0 (got {self.triplet_margin})")
         _check(self.lora_rank >= 1, f"lora_rank must be >= 1 (got {self.lora_rank})")
@@ -110,10 +125,9 @@ class HeroMethod(Method):
         self.custom_eval_noise = o.eval_from_pool
         self.optimizer = attach_lora(gen, o.lora_rank, o.lr, seed)
         c, h, w = gen.latent_shape
-        with torch.random.fork_rng(devices=[]):  # seeded init, global RNG untouched
-            torch.manual_seed(seed)
-            self.encoder = HeroEncoder(c, (h, w)).to(gen.device)
-            self.head = ProjectionHead(self.encoder.feature_dim).to(gen.device)
+        self.encoder, self.head = build_representation((c, h, w), o.feature_dim, seed)
+        self.encoder.to(gen.device)
+        self.head.to(gen.device)
         self.encoder_optimizer = torch.optim.Adam(
             [*self.encoder.parameters(), *self.head.parameters()], lr=o.encoder_lr
         )
@@ -167,6 +181,7 @@ class HeroMethod(Method):
         }
 
         latents = rollout.last_step_input
+        t0 = time.perf_counter()  # sub-times for benchmarks/bench_iteration.py
         if o.representation_learning:
             stats |= train_representation(
                 self.encoder,
@@ -183,13 +198,16 @@ class HeroMethod(Method):
             )
         rewards = self.rewards(latents, good)
         stats |= _reward_stats(rewards, good)
+        stats["seconds_representation"] = time.perf_counter() - t0  # encoder training + rewards
 
+        t0 = time.perf_counter()
         advantages = normalize_advantages(rewards, clip=o.adv_clip)
         if bool((advantages != 0).any()):
             stats |= prefixed("pg_", ppo_update(self.gen, rollout, advantages, self.optimizer, self.pg, rng))
             stats["pg_skipped"] = 0.0
         else:  # equal rewards (e.g. all bad and no best yet): no learning signal, no step
             stats["pg_skipped"] = 1.0
+        stats["seconds_policy_update"] = time.perf_counter() - t0
 
         keep = good.clone()
         if best is not None:

@@ -1,0 +1,419 @@
+"""``herobench bench``: a grid of runs (tasks × methods × seeds) with shared settings.
+
+A grid file is TOML::
+
+    [grid]
+    tasks = ["hand", "blue-rose"]
+    methods = ["hero", "ddpo", "pretrained"]
+    seeds = [0, 1, 2]
+
+    [settings]            # shared RunSettings keys (not task / method / seed: the grid sets those)
+    batch_size = 64
+    [settings.eval]
+    n_images = 128
+
+    [budgets]             # optional label budget per task (else settings.budget_labels, else the task's)
+    hand = 1152
+
+    [method_options.hero] # optional per-method options (validated by the method, as in a run config)
+    encoder_epochs = 500
+
+    [report]
+    targets = [0.5]       # "labels to reach" columns in the merged report
+
+    [regression]          # free table, read only by ``herobench.regression``
+
+Each cell is an independent run folder ``<out>/<task>-<method>-s<seed>``. A cell with a
+``summary.json`` is done and skipped; one with a ``config.json`` only is resumed through the runner's
+resume (labels already given are replayed, never asked twice). A cell folder whose recorded settings
+differ from the grid's is refused, so a changed grid never silently mixes two configurations.
+
+Cells run in parallel worker processes (``jobs``). Every cell runs with one intra-op thread, whatever
+``jobs`` is: CPU float results (and so image hashes, which a resumed run checks when it replays
+recorded labels) can depend on the thread count, so pinning it makes a cell's results independent of
+``--jobs`` and lets a cell killed under one ``--jobs`` resume under another. On CPU, N single-threaded
+cells also use N cores better than one cell with N threads (the batches are small).
+At the end the finished cells are merged by :func:`herobench.harness.report.write_report`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from herobench.config import RunSettings, apply_overrides, from_dict, load_toml, to_dict
+from herobench.errors import ConfigError, HerobenchError
+
+GRID_AXES = ("task", "method", "seed")
+
+
+@dataclass(frozen=True)
+class GridAxes:
+    tasks: tuple[str, ...]
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...] = (0,)
+
+    def __post_init__(self) -> None:
+        for name in ("tasks", "methods", "seeds"):
+            values = getattr(self, name)
+            if not values:
+                raise ConfigError(f"{name} must not be empty")
+            if len(set(values)) != len(values):
+                raise ConfigError(f"{name} lists a value twice: {list(values)}")
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    targets: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """A parsed grid file (see the module docstring)."""
+
+    grid: GridAxes
+    settings: dict[str, Any] = field(default_factory=dict)
+    budgets: dict[str, int] = field(default_factory=dict)
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    report: ReportOptions = field(default_factory=ReportOptions)
+    regression: dict[str, Any] = field(default_factory=dict)  # herobench.regression validates it
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid."""
+
+    settings: RunSettings
+
+    @property
+    def name(self) -> str:
+        s = self.settings
+        return f"{s.task}-{s.method}-s{s.seed}"
+
+
+CellStatus = Literal["new", "partial", "done"]
+
+
+@dataclass(frozen=True)
+class CellResult:
+    name: str
+    status: Literal["done", "skipped", "failed"]
+    path: str
+    seconds: float = 0.0
+    resumed: bool = False
+    summary: dict | None = None
+    error: str = ""
+
+
+# --------------------------------------------------------------------------------------------------
+# grid files
+
+
+def load_grid(path: str | Path, overrides: Sequence[str] = ()) -> GridSpec:
+    """Read a grid file; ``overrides`` (``key=value``) apply to its ``[settings]`` table.
+
+    Raises:
+        ConfigError: unknown keys (named), ``task``/``method``/``seed`` in ``[settings]`` or in an
+            override, or a malformed file.
+    """
+    data = load_toml(path)
+    for assignment in overrides:
+        key = assignment.partition("=")[0].strip()
+        if key in GRID_AXES:
+            raise ConfigError(f"--set {assignment}: the grid sets '{key}' (edit [grid] instead)")
+    if isinstance(data.get("settings", {}), dict):  # (a non-table is reported by from_dict below)
+        data["settings"] = apply_overrides(data.get("settings", {}), list(overrides), RunSettings)
+    spec = from_dict(GridSpec, data)
+    for key in GRID_AXES:
+        if key in spec.settings:
+            raise ConfigError(f"settings.{key}: set by [grid] ({key}s = [...]), not in [settings]")
+    if "method_options" in spec.settings:
+        raise ConfigError("settings.method_options: use a [method_options.<method>] table per method")
+    _check_names("budgets", spec.budgets, spec.grid.tasks)
+    _check_names("method_options", spec.method_options, spec.grid.methods)
+    return spec
+
+
+def _check_names(table: str, given: dict, allowed: Sequence[str]) -> None:
+    import difflib
+
+    for key in given:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, list(allowed), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"{table}.{key}: not in the grid{hint} (grid has: {', '.join(allowed)})")
+
+
+def cells(spec: GridSpec, seeds: Sequence[int] | None = None) -> list[Cell]:
+    """Every cell of the grid (task-major order), validated: unknown tasks or methods and bad settings
+    fail here, before anything runs. ``seeds`` replaces the grid's seeds (regression references)."""
+    from herobench.harness.tasks import load_task
+    from herobench.methods import METHODS
+
+    for method in spec.grid.methods:
+        METHODS.get(method)  # "did you mean" on a typo
+    if (spec.settings.get("rater") or {}).get("kind", "simulated") != "simulated":
+        raise ConfigError("settings.rater.kind: a grid runs simulated raters (a person labels one run at a "
+                          "time: `herobench run --set rater.kind=human`)")
+    out = []
+    for task in spec.grid.tasks:
+        task_default = load_task(task).default_budget_labels  # (also: "did you mean" on a typo)
+        budget = spec.budgets.get(task, spec.settings.get("budget_labels", task_default))
+        for method in spec.grid.methods:
+            for seed in seeds if seeds is not None else spec.grid.seeds:
+                data = {**spec.settings, "task": task, "method": method, "seed": seed, "budget_labels": budget,
+                        "method_options": dict(spec.method_options.get(method, {}))}
+                # a JSON round trip gives the same plain types a saved config.json gives back
+                out.append(Cell(from_dict(RunSettings, json.loads(json.dumps(data)))))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# one cell
+
+
+def cell_status(cell: Cell, out: Path) -> CellStatus:
+    """``new`` (no run folder), ``partial`` (started, no summary) or ``done``.
+
+    Raises:
+        HerobenchError: the folder holds a run with other settings than the cell's.
+    """
+    path = Path(out) / cell.name
+    config = path / "config.json"
+    if not config.is_file():
+        return "new"
+    try:
+        saved = json.loads(config.read_text())["settings"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise HerobenchError(f"{config}: unreadable run config ({e}); delete the folder to rerun the cell") from None
+    want = json.loads(json.dumps(to_dict(cell.settings)))
+    if saved != want:
+        diff = settings_diff(want, saved)
+        raise HerobenchError(
+            f"{path} was run with other settings than the grid's ({diff}); use another --out or delete it"
+        )
+    return "done" if (path / "summary.json").is_file() else "partial"
+
+
+def settings_diff(want: dict, saved: dict, names: tuple[str, str] = ("grid", "folder"), prefix: str = "") -> str:
+    """``"batch_size: grid 2, folder 4; eval.n_images: ..."`` for the keys where two settings dicts differ."""
+    parts = []
+    for key in sorted(set(want) | set(saved)):
+        a, b = want.get(key, "<unset>"), saved.get(key, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = settings_diff(a, b, names, f"{prefix}{key}.")
+            if inner:
+                parts.append(inner)
+        elif a != b:
+            parts.append(f"{prefix}{key}: {names[0]} {a!r}, {names[1]} {b!r}")
+    return "; ".join(parts)
+
+
+def run_cell(cell: Cell, out: str | Path) -> CellResult:
+    """Run (or resume, or skip) one cell; never raises: a failure becomes ``status="failed"`` with the
+    error's last line, and the traceback goes to ``<out>/failed/<cell>.txt``."""
+    from herobench.harness.runner import run
+
+    out = Path(out)
+    path = out / cell.name
+    failed_log = out / "failed" / f"{cell.name}.txt"
+    t0 = time.perf_counter()
+    try:
+        status = cell_status(cell, out)
+        if status == "done":
+            summary = json.loads((path / "summary.json").read_text())
+            return CellResult(cell.name, "skipped", str(path), summary=summary)
+        if status == "new" and path.exists():
+            # killed between mkdir and config.json: nothing was learned or evaluated yet
+            shutil.rmtree(path)
+        resume = path if status == "partial" else None
+        run_path, summary = run(cell.settings if resume is None else None, out=out, resume=resume, progress=False)
+        if Path(run_path) != path:  # pragma: no cover - the runner names folders <task>-<method>-s<seed>
+            raise HerobenchError(f"the runner wrote {run_path}, expected {path}")
+        failed_log.unlink(missing_ok=True)
+        return CellResult(cell.name, "done", str(path), time.perf_counter() - t0, resume is not None, summary)
+    except Exception as e:  # noqa: BLE001 - one failed cell must not stop the grid
+        failed_log.parent.mkdir(parents=True, exist_ok=True)
+        failed_log.write_text(traceback.format_exc())
+        message = f"{type(e).__name__}: {e}" if not isinstance(e, HerobenchError) else str(e)
+        return CellResult(cell.name, "failed", str(path), time.perf_counter() - t0, error=message)
+
+
+def _init_worker(gpu_queue=None) -> None:
+    """Worker processes: one intra-op thread each (N workers share N cores); with ``gpu_queue`` each
+    worker takes one GPU id from it and sees only that GPU (set before torch initialises CUDA)."""
+    if gpu_queue is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_queue.get(timeout=60))
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    try:  # model-loading progress bars of N workers would interleave on one terminal
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        diffusers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+# --------------------------------------------------------------------------------------------------
+# the grid
+
+
+def check_models(cells_: Sequence[Cell]) -> None:
+    """Every distinct model of the cells exists (one error up front, not one failed cell each).
+
+    Raises:
+        HerobenchError: a model folder is missing (named)."""
+    from herobench.harness.runner import resolve_model
+
+    for model in dict.fromkeys(c.settings.model for c in cells_):
+        resolve_model(model)
+
+
+def run_cells(cells_: Sequence[Cell], out: str | Path, jobs: int = 1,
+              on_result: Callable[[CellResult], None] | None = None,
+              gpus: Sequence[str] = ()) -> list[CellResult]:
+    """Run every cell; ``jobs > 1`` uses that many spawned worker processes. Results come back in
+    completion order (``on_result`` is called as each finishes) and are returned in grid order.
+
+    ``gpus`` (e.g. ``["0", "1"]``): worker ``i`` sees only GPU ``gpus[i % len(gpus)]`` (always run in
+    workers then, even with ``jobs = 1``); the cells' ``device`` setting should be ``cuda``."""
+    if jobs < 1:
+        raise HerobenchError(f"--jobs must be >= 1 (got {jobs})")
+    check_models(cells_)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, CellResult] = {}
+
+    def done(r: CellResult) -> None:
+        results[r.name] = r
+        if on_result is not None:
+            on_result(r)
+
+    todo = []
+    for cell in cells_:  # finished cells are skipped here, without starting a worker
+        if cell_status(cell, out) == "done":
+            done(run_cell(cell, out))
+        else:
+            todo.append(cell)
+    if not gpus and (jobs == 1 or len(todo) <= 1):
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as in a worker: a cell's results never depend on --jobs
+        try:
+            for cell in todo:
+                done(run_cell(cell, out))
+        finally:
+            torch.set_num_threads(threads)
+    elif todo:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+        workers = min(jobs, len(todo))
+        queue = None
+        if gpus:
+            queue = ctx.Queue()
+            for i in range(workers):
+                queue.put(gpus[i % len(gpus)])
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(queue,)) as pool:
+            futures = [pool.submit(run_cell, cell, str(out)) for cell in todo]
+            try:
+                for fut in as_completed(futures):
+                    done(fut.result())
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+    return [results[c.name] for c in cells_]
+
+
+def describe(result: CellResult) -> str:
+    """One line per finished cell."""
+    if result.status == "failed":
+        return f"{result.name:<34} FAILED  {result.error}"
+    s = result.summary or {}
+    end = s.get("success_end", {}).get("eval")
+    start = s.get("success_start", {}).get("eval")
+    curve = f"success {start:.3f} -> {end:.3f}" if end is not None and start is not None else ""
+    how = "skipped (done)" if result.status == "skipped" else ("resumed" if result.resumed else "done")
+    return f"{result.name:<34} {how:<14} {result.seconds:7.1f} s  labels {s.get('labels', 0):>5}  {curve}"
+
+
+def plan(spec: GridSpec, out: str | Path, seeds: Sequence[int] | None = None) -> list[tuple[Cell, str, int]]:
+    """(cell, status, labels it will spend) for every cell, without running anything."""
+    from herobench.methods import METHODS
+
+    rows = []
+    for cell in cells(spec, seeds):
+        trains = METHODS.get(cell.settings.method)().trains
+        rows.append((cell, cell_status(cell, Path(out)), cell.settings.budget_labels if trains else 0))
+    return rows
+
+
+def bench(grid_path: str | Path, out: str | Path, jobs: int = 1, overrides: Sequence[str] = (),
+          dry_run: bool = False, report: bool = True, seeds: Sequence[int] | None = None,
+          gpus: Sequence[str] = (), echo: Callable[[str], None] = print) -> list[CellResult]:
+    """The Python API behind ``herobench bench``: plan, run (unless ``dry_run``) and report.
+
+    Returns:
+        One result per cell, in grid order (empty for a dry run).
+
+    Raises:
+        HerobenchError: a bad grid file or a cell folder holding other settings (before anything runs).
+    """
+    spec = load_grid(grid_path, overrides)
+    out = Path(out)
+    rows = plan(spec, out, seeds)
+    g = spec.grid
+    n_seeds = len(seeds) if seeds is not None else len(g.seeds)
+    counts = {k: sum(1 for _, st, _ in rows if st == k) for k in ("new", "partial", "done")}
+    echo(f"grid {grid_path}: {len(g.tasks)} tasks x {len(g.methods)} methods x {n_seeds} seeds = "
+         f"{len(rows)} cells -> {out}  ({counts['new']} new, {counts['partial']} partial, {counts['done']} done; "
+         f"{sum(n for *_, n in rows)} labels in all)")
+    if dry_run:
+        for cell, status, labels in rows:
+            echo(f"  {cell.name:<34} {status:<8} labels {labels}")
+        return []
+    check_models([c for c, _, _ in rows])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(
+        {"grid": str(grid_path), "overrides": list(overrides), "spec": to_dict(spec),
+         "cells": [c.name for c, _, _ in rows]}, indent=2))
+    total = len(rows)
+    finished = 0
+
+    def progress(r: CellResult) -> None:
+        nonlocal finished
+        finished += 1
+        echo(f"[{finished}/{total}] {describe(r)}")
+
+    results = run_cells([c for c, _, _ in rows], out, jobs, progress, gpus=gpus)
+    failed = [r for r in results if r.status == "failed"]
+    ok = [r.path for r in results if r.status != "failed"]
+    if report and ok:
+        from herobench.harness.report import write_report
+
+        written = write_report(ok, out / "report", targets=spec.report.targets)
+        echo(f"report: {len(ok)} cells -> {out / 'report'} ({', '.join(sorted(written))})")
+    if failed:
+        echo(f"{len(failed)} cell(s) failed (tracebacks in {out / 'failed'}); rerun the same command to retry them")
+    return results
+
+
+__all__ = ["GridSpec", "Cell", "CellResult", "load_grid", "cells", "cell_status", "run_cell", "run_cells",
+           "plan", "bench", "describe"]

@@ -1,0 +1,196 @@
+"""``herobench bench``: grid files, cell expansion, skip / resume / refuse of existing cells, parallel
+workers giving the same runs as one process, and the merged report."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from tinysd import build_tiny_sd
+
+from herobench.cli import main
+from herobench.errors import ConfigError, HerobenchError, UnknownNameError
+from herobench.harness.bench import bench, cell_status, cells, load_grid, run_cells
+from herobench.harness.runlog import read_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+GRIDS = REPO / "benchmarks" / "grids"
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory) -> Path:
+    path = build_tiny_sd(tmp_path_factory.mktemp("tinyworld"), prediction_type="v_prediction", seed=3)
+    (path / "herobench.json").write_text(json.dumps({"backend": "glyphworld", "sampler": {"steps": 3}}))
+    return path
+
+
+def write_grid(tmp_path: Path, model: Path, methods=("hero", "pretrained"), seeds=(0,), extra: str = "") -> Path:
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f"""
+[grid]
+tasks = ["hand"]
+methods = {json.dumps(list(methods))}
+seeds = {json.dumps(list(seeds))}
+[settings]
+budget_labels = 8
+batch_size = 4
+model = "{model}"
+[settings.sampler]
+steps = 3
+guidance_scale = 2.0
+[settings.eval]
+n_images = 8
+every_labels = 4
+batch_size = 8
+{"[method_options.hero]" + chr(10) + "encoder_epochs = 3" if "hero" in methods else ""}
+[report]
+targets = [0.5]
+{extra}
+""")
+    return grid
+
+
+# -------------------------------------------------------------------------------------- grid files
+
+
+def test_shipped_reference_grid_expands_to_every_cell_with_its_budget():
+    spec = load_grid(GRIDS / "glyphworld.toml")
+    all_cells = cells(spec)
+    assert len(all_cells) == 7 * 8 * 3
+    names = {c.name for c in all_cells}
+    assert len(names) == len(all_cells) and "hand-hero-no-fgg-s2" in names and "nsfw-dreambooth-s0" in names
+    budgets = {c.settings.task: c.settings.budget_labels for c in all_cells}
+    assert budgets["hand"] == 1152 and {b for t, b in budgets.items() if t != "hand"} == {512}
+    reg = cells(load_grid(GRIDS / "regression.toml"))
+    assert [c.name for c in reg] == ["hand-hero-s0", "hand-ddpo-s0", "hand-pretrained-s0"]
+    assert {c.settings.budget_labels for c in reg} == {64} and reg[0].settings.eval.n_images == 64
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        ("[budgets]\nhnad = 3", "budgets.hnad: not in the grid; did you mean 'hand'?"),
+        ("[method_options.ddpo]\nlr = 1.0", "method_options.ddpo: not in the grid"),
+        ("[reprot]\ntargets = [1]", "unknown key 'reprot'; did you mean 'report'?"),
+    ],
+)
+def test_bad_grid_files_are_refused_with_the_key(tmp_path, extra, needle):
+    with pytest.raises(ConfigError, match=needle.replace("?", r"\?").replace("(", r"\(")):
+        load_grid(write_grid(tmp_path, Path("/m"), extra=extra))
+
+
+def test_grid_axes_cannot_be_set_as_shared_settings(tmp_path):
+    grid = write_grid(tmp_path, Path("/m"))
+    with pytest.raises(ConfigError, match="the grid sets 'seed'"):
+        load_grid(grid, ["seed=3"])
+    grid.write_text(grid.read_text().replace("batch_size = 4", "batch_size = 4\nmethod = 'ddpo'", 1))
+    with pytest.raises(ConfigError, match="settings.method: set by"):
+        load_grid(grid)
+    with pytest.raises(ConfigError, match="unknown key 'sampler.stepz'"):
+        load_grid(write_grid(tmp_path, Path("/m")), ["sampler.stepz=3"])
+    with pytest.raises(ConfigError, match="a grid runs simulated raters"):
+        cells(load_grid(write_grid(tmp_path, Path("/m")), ["rater.kind=human"]))
+
+
+def test_unknown_task_or_method_fails_before_anything_runs(tmp_path):
+    grid = write_grid(tmp_path, Path("/m"), methods=("hero", "herro"))
+    with pytest.raises(UnknownNameError, match="did you mean 'hero'"):
+        bench(grid, tmp_path / "out", echo=lambda s: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_model_is_one_error_before_anything_runs(tmp_path):
+    with pytest.raises(HerobenchError, match="does not exist"):
+        bench(write_grid(tmp_path, Path("/does/not/exist")), tmp_path / "out", echo=lambda s: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_lists_cells_from_the_cli():
+    res = CliRunner().invoke(main, ["bench", str(GRIDS / "glyphworld.toml"), "--dry-run", "--out", "/nonexistent/x"])
+    assert res.exit_code == 0, res.output
+    assert "168 cells" in res.output and "hand-hero-s0" in res.output and "labels 1152" in res.output
+    assert "hand-pretrained-s0                 new      labels 0" in res.output  # no labels for a baseline
+    assert not Path("/nonexistent/x").exists()
+
+
+# -------------------------------------------------------------------------------------- running
+
+
+def test_grid_runs_skips_resumes_and_refuses_other_settings(tiny_world, tmp_path):
+    grid = write_grid(tmp_path, tiny_world)
+    out = tmp_path / "out"
+    lines: list[str] = []
+    results = bench(grid, out, echo=lines.append)
+    assert [(r.name, r.status) for r in results] == [("hand-hero-s0", "done"), ("hand-pretrained-s0", "done")]
+    assert (out / "report" / "curves.csv").exists() and (out / "report" / "labels_to_target.csv").exists()
+    assert json.loads((out / "hand-hero-s0" / "summary.json").read_text())["labels"] == 8
+    labels_before = read_jsonl(out / "hand-hero-s0" / "labels.jsonl")
+
+    # a second invocation skips every finished cell (no label is asked for again)
+    again = bench(grid, out, echo=lines.append, report=False)
+    assert [r.status for r in again] == ["skipped", "skipped"]
+    assert read_jsonl(out / "hand-hero-s0" / "labels.jsonl") == labels_before
+
+    # a killed cell (no summary yet) is resumed through the runner; one killed before its config is rerun
+    (out / "hand-hero-s0" / "summary.json").unlink()
+    shutil.rmtree(out / "hand-pretrained-s0")
+    (out / "hand-pretrained-s0").mkdir()
+    spec = load_grid(grid)
+    assert [cell_status(c, out) for c in cells(spec)] == ["partial", "new"]
+    third = bench(grid, out, echo=lines.append, report=False)
+    assert [(r.status, r.resumed) for r in third] == [("done", True), ("done", False)]
+    assert read_jsonl(out / "hand-hero-s0" / "labels.jsonl") == labels_before
+    assert (out / "hand-pretrained-s0" / "summary.json").exists()
+
+    # the same --out with other settings is refused before anything runs
+    with pytest.raises(HerobenchError, match=r"budget_labels: grid 12, folder 8"):
+        bench(grid, out, overrides=["budget_labels=12"], echo=lines.append)
+
+
+def test_a_failing_cell_does_not_stop_the_grid(tiny_world, tmp_path):
+    grid = write_grid(tmp_path, tiny_world, methods=("hero", "pretrained"),
+                      extra="[method_options.pretrained]\nbogus = 1")
+    res = CliRunner().invoke(main, ["bench", str(grid), "--out", str(tmp_path / "out"), "--no-report"])
+    assert res.exit_code == 1, res.output
+    assert "hand-pretrained-s0" in res.output and "FAILED" in res.output and "bogus" in res.output
+    assert (tmp_path / "out" / "hand-hero-s0" / "summary.json").exists()
+    assert "bogus" in (tmp_path / "out" / "failed" / "hand-pretrained-s0.txt").read_text()
+
+
+@pytest.mark.slow  # two spawned workers import torch + diffusers: ~10 s idle, ~30 s on a loaded 2-core machine
+def test_parallel_workers_give_the_same_runs_as_one_process(tiny_world, tmp_path):
+    grid = write_grid(tmp_path, tiny_world, methods=("ddpo",), seeds=(0, 1))
+    spec = load_grid(grid)
+    serial = run_cells(cells(spec), tmp_path / "serial", jobs=1)
+    parallel = run_cells(cells(spec), tmp_path / "parallel", jobs=2)
+    assert [r.status for r in serial + parallel] == ["done"] * 4
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("time", "t")} for r in rows]  # noqa: E731
+    for a, b in zip(serial, parallel):
+        assert strip(read_jsonl(Path(a.path) / "labels.jsonl")) == strip(read_jsonl(Path(b.path) / "labels.jsonl"))
+        assert read_jsonl(Path(a.path) / "evals.jsonl") == read_jsonl(Path(b.path) / "evals.jsonl")
+
+
+def test_gpu_workers_each_see_one_gpu(monkeypatch):
+    import queue
+
+    import torch
+
+    from herobench.harness.bench import _init_worker
+
+    for var in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    q: queue.Queue = queue.Queue()
+    for gpu in ("1", "0"):
+        q.put(gpu)
+    threads = torch.get_num_threads()
+    try:
+        _init_worker(q)
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "1" and torch.get_num_threads() == 1
+        _init_worker(q)
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
+    finally:
+        torch.set_num_threads(threads)
