@@ -158,8 +158,8 @@ def validate_cmd(task: str) -> None:
 
     spec = load_task(task)
     for backend, name in spec.oracles.items():
-        if backend == "glyphworld" and name not in ORACLES:
-            raise HerobenchError(f"task '{spec.name}': oracle '{name}' is not registered")
+        if name not in ORACLES:
+            raise HerobenchError(f"task '{spec.name}': {backend} oracle '{name}' is not registered")
     click.echo(f"ok: task '{spec.name}' v{spec.version}: {len(spec.train_prompts)} train / "
                f"{len(spec.eval_prompts)} eval prompts, oracles {spec.oracles}, "
                f"default budget {spec.default_budget_labels}")

@@ -138,3 +138,16 @@ def test_lora_parameters_are_what_the_optimizer_trains(tiny_sd_dir):
     assert [id(p) for p in opt.param_groups[0]["params"]] == [
         id(p) for p in lora_parameters(gen.components.unet)
     ]
+
+
+def test_ppo_update_steps_every_samples_per_step_trajectories(tiny_sd_dir):
+    """HERO's official schedule: one optimizer step per `samples_per_step` shuffled trajectories; after the
+    first step the ratio leaves 1, so later items can be clipped (clip range 1e-4)."""
+    gen, params, rollout, opt = setup(tiny_sd_dir)
+    before = [p.detach().clone() for p in params]
+    stats = ppo_update(gen, rollout, torch.tensor([1.0, -1.0, 0.5]), opt, PGConfig(samples_per_step=1), seeded(0))
+    assert stats["n_optimizer_steps"] == 3 and stats["n_items"] == 3 * 5
+    assert stats["approx_kl"] > 0  # the 2nd and 3rd trajectories were scored by an updated policy
+    assert any(not torch.equal(a, b) for a, b in zip(before, params))
+    with pytest.raises(ConfigError, match="samples_per_step"):
+        PGConfig(samples_per_step=-1)

@@ -15,8 +15,7 @@ from herobench.glyphworld import render
 from herobench.harness.runlog import read_jsonl
 from herobench.paths import glyphworld_model_dir
 
-MODEL = glyphworld_model_dir(must_exist=False)
-pytestmark = pytest.mark.skipif(not (MODEL / "model_index.json").exists(), reason="GlyphWorld model not built")
+MODEL = glyphworld_model_dir(must_exist=False)  # shipped with the package: a missing model fails every test
 
 
 def test_model_card_and_size():

@@ -36,8 +36,11 @@ class PGConfig:
         adv_clip: advantages are clamped to ``±adv_clip``.
         max_grad_norm: gradient-norm clip on the trained parameters.
         train_micro_batch: (trajectory, step) items per UNet forward/backward (memory bound only).
-        inner_epochs: passes over the batch, one optimizer step each.
+        inner_epochs: passes over the batch.
         cfg_in_training: recompute log-probs with classifier-free guidance, as sampled.
+        samples_per_step: trajectories per optimizer step, shuffled each inner epoch (HERO's official
+            config: train batch 2 × gradient accumulation 4 = 8, i.e. 8 steps per 64-image batch);
+            0 = the whole batch, one step per inner epoch.
     """
 
     lr: float = 1e-3
@@ -48,8 +51,11 @@ class PGConfig:
     train_micro_batch: int = 8
     inner_epochs: int = 1
     cfg_in_training: bool = True
+    samples_per_step: int = 0
 
     def __post_init__(self):
+        if self.samples_per_step < 0:
+            raise ConfigError(f"samples_per_step must be >= 0, got {self.samples_per_step}")
         for name in ("n_train_timesteps", "train_micro_batch", "inner_epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -140,25 +146,35 @@ def ppo_update(
     total = n * k
     sums = {"loss": 0.0, "approx_kl": 0.0, "clipfrac": 0.0}
     grad_norm = float("nan")
+    n_opt_steps = 0
     optimizer.zero_grad(set_to_none=True)
     for _ in range(cfg.inner_epochs):
         steps = _random_steps(n, n_steps, k, rng)
-        item_rows = torch.arange(n).repeat_interleave(k)
-        item_steps = steps.reshape(-1)
-        for chunk in torch.arange(total).split(cfg.train_micro_batch):
-            rows, st = item_rows[chunk], item_steps[chunk]
-            log_prob = gen.step_log_prob(rollout, st[:, None], batch_idx=rows, use_cfg=cfg.cfg_in_training)
-            log_prob = log_prob[:, 0]
-            rows_d, st_d = rows.to(dev), st.to(dev)
-            loss, stats = ppo_clip_loss(log_prob / dim, old[rows_d, st_d], adv[rows_d], cfg.clip_range)
-            weight = len(chunk) / total  # micro-batch means -> mean over the whole batch
-            _backward(loss * weight, accelerator)
-            sums["loss"] += float(loss.detach()) * weight
-            sums["approx_kl"] += float(stats["approx_kl"]) * weight
-            sums["clipfrac"] += float(stats["clipfrac"]) * weight
-        grad_norm = _clip_and_step(optimizer, cfg.max_grad_norm, accelerator)
+        if cfg.samples_per_step and cfg.samples_per_step < n:
+            # ddpo-pytorch: shuffle the trajectories, one optimizer step per `samples_per_step` of them
+            order = torch.randperm(n, generator=rng)
+            groups = list(order.split(cfg.samples_per_step))
+        else:  # the whole batch in its order, one step
+            groups = [torch.arange(n)]
+        for group in groups:
+            item_rows = group.repeat_interleave(k)
+            item_steps = steps[group].reshape(-1)
+            g_total = len(item_rows)
+            for chunk in torch.arange(g_total).split(cfg.train_micro_batch):
+                rows, st = item_rows[chunk], item_steps[chunk]
+                log_prob = gen.step_log_prob(rollout, st[:, None], batch_idx=rows, use_cfg=cfg.cfg_in_training)
+                log_prob = log_prob[:, 0]
+                rows_d, st_d = rows.to(dev), st.to(dev)
+                loss, stats = ppo_clip_loss(log_prob / dim, old[rows_d, st_d], adv[rows_d], cfg.clip_range)
+                _backward(loss * (len(chunk) / g_total), accelerator)  # micro-batch means -> step mean
+                weight = len(chunk) / total
+                sums["loss"] += float(loss.detach()) * weight
+                sums["approx_kl"] += float(stats["approx_kl"]) * weight
+                sums["clipfrac"] += float(stats["clipfrac"]) * weight
+            grad_norm = _clip_and_step(optimizer, cfg.max_grad_norm, accelerator)
+            n_opt_steps += 1
     out = {name: value / cfg.inner_epochs for name, value in sums.items()}
-    out.update(grad_norm=grad_norm, n_items=float(total), n_optimizer_steps=float(cfg.inner_epochs))
+    out.update(grad_norm=grad_norm, n_items=float(total), n_optimizer_steps=float(n_opt_steps))
     return out
 
 

@@ -45,10 +45,10 @@ def write_model_card(out_dir: Path, sampler: dict) -> None:
 class TrainConfig:
     seed: int = 0
     n_images: int = 60_000
-    vae_steps: int = 2_000
+    vae_steps: int = 1_000
     vae_batch: int = 32
     vae_lr: float = 1e-3
-    unet_steps: int = 8_000
+    unet_steps: int = 4_000
     unet_batch: int = 64
     unet_lr: float = 1e-3
     warmup_steps: int = 200

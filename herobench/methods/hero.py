@@ -70,6 +70,9 @@ class HeroOptions:
     clip_range: float = 1e-4
     adv_clip: float = 5.0
     max_grad_norm: float = 1.0
+    # trajectories per optimizer step: HERO's official config (train batch 2 × accumulation 4) gives 8
+    # optimizer steps per 64-image batch; 0 = one step per batch
+    samples_per_step: int = 8
     train_micro_batch: int = 8  # herobench: memory knob only
     eval_from_pool: bool = False  # herobench evaluates on plain N(0, I); true = the paper's generation
 
@@ -95,6 +98,7 @@ class HeroOptions:
             adv_clip=self.adv_clip,
             max_grad_norm=self.max_grad_norm,
             train_micro_batch=self.train_micro_batch,
+            samples_per_step=self.samples_per_step,
         )
 
 
