@@ -212,10 +212,24 @@ def _settings_without_seed(settings) -> dict:
     return d
 
 
+def _relative(path: Path) -> str:
+    """``path`` relative to the working directory when inside it (no machine paths in the reference)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def model_fingerprint(model_dir: Path) -> str:
-    """sha256 over the model folder's files (relative path + content): tells whether the model changed."""
+    """sha256 over the model's weights and configs (relative path + content): tells whether the model
+    changed. The card's documents (README, calibration table, loss curve, training log) do not count."""
+    model_dir = Path(model_dir)
+
+    def counts(q: Path) -> bool:
+        return q.is_file() and (q.parent != model_dir or q.name in ("model_index.json", "herobench.json"))
+
     h = hashlib.sha256()
-    for p in sorted(q for q in Path(model_dir).rglob("*") if q.is_file()):
+    for p in sorted(q for q in model_dir.rglob("*") if counts(q)):
         h.update(str(p.relative_to(model_dir)).encode())
         with p.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
@@ -282,11 +296,11 @@ def update(spec, grid_path: Path, reference_path: Path, overrides: Sequence[str]
         "about": "herobench regression reference: per point the mean over the reference seeds and the "
                  "tolerance max(k*std, z_floor*sqrt(p~(1-p~)/n)), p~=(n*mean+1)/(n+2); "
                  "see herobench/regression.py. Rewrite with `python -m herobench.regression --update`.",
-        "grid": str(grid_path),
+        "grid": _relative(grid_path),
         "overrides": list(overrides),
         "tolerance": {"k": opts.k, "z_floor": opts.z_floor},
         "reference_seeds": list(opts.reference_seeds),
-        "model": {"path": str(model), "fingerprint": model_fingerprint(model)},
+        "model": {"name": grid_cells[0].settings.model, "fingerprint": model_fingerprint(model)},
         "environment": environment_info(),
         "cells": entries,
     }
