@@ -7,7 +7,6 @@ only — never against how a finetuning method later performs.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +37,9 @@ def calibration_rows() -> list[tuple[str, str, str]]:
 
 def load_generator(model_dir: Path, sampler: SamplerConfig | None = None, device: str = "cpu") -> Generator:
     if sampler is None:
-        card = Path(model_dir) / "herobench.json"
-        sampler = SamplerConfig(**json.loads(card.read_text())["sampler"]) if card.exists() else SamplerConfig()
+        from herobench.harness.runner import model_card  # the one reader of <model>/herobench.json
+
+        sampler = SamplerConfig(**model_card(Path(model_dir))["sampler"])
     return Generator(load_components(model_dir, device=device), sampler, device=device)
 
 

@@ -31,7 +31,9 @@ def loss_curve(model_dir: Path, path: Path) -> None:
 def write_card(model_dir: Path, calibration: list[dict]) -> Path:
     model_dir = Path(model_dir)
     training = json.loads((model_dir / "training.json").read_text())
-    card = json.loads((model_dir / "herobench.json").read_text())
+    from herobench.harness.runner import model_card
+
+    card = model_card(model_dir)
     loss_curve(model_dir, model_dir / "loss_curve.png")
     size = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
     params = training["parameters"]
