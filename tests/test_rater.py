@@ -29,6 +29,23 @@ def test_hero_keeps_previous_best_unless_beaten():
     assert r.rate(v, "hero", prev_best_score=0.69).best == 1
 
 
+def test_hero_ties_at_the_top_are_drawn_uniformly_the_previous_best_included():
+    # a pass/fail oracle: every success scores 1.0, and so did the previous best
+    r = SimulatedRater(seed=4)
+    v = verdicts([1, 0, 1, 1], [1.0, 0.0, 1.0, 1.0])
+    n = 4000
+    picks = [r.rate(v, "hero", prev_best_score=1.0, rng=r.rng_for(i)).best for i in range(n)]
+    for outcome in (0, 2, 3, None):  # three tied good images and "keep the previous best"
+        share = sum(p == outcome for p in picks) / n
+        assert abs(share - 0.25) < 4 * math.sqrt(0.25 * 0.75 / n), (outcome, share)
+    assert 1 not in picks  # a bad image is never the best
+    # reproducible per iteration, and a strictly better image still always wins
+    assert [r.rate(v, "hero", prev_best_score=1.0, rng=r.rng_for(i)).best for i in range(50)] == picks[:50]
+    better = verdicts([1, 1], [0.9, 1.0])
+    assert all(r.rate(better, "hero", prev_best_score=0.9, rng=r.rng_for(i)).best == 1 for i in range(50))
+    assert all(r.rate(better, "hero", prev_best_score=1.5, rng=r.rng_for(i)).best is None for i in range(50))
+
+
 def test_hero_edge_cases_no_good_and_all_good():
     r = SimulatedRater()
     assert r.rate(verdicts([0, 0, 0]), "hero") == Feedback(good=(False, False, False), best=None)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 from fixtures_sd import tiny_sd_v_fixture  # noqa: F401 - fixture
 from tinysd import build_tiny_sd
@@ -112,7 +113,8 @@ def test_killed_run_resumes_without_asking_twice(tiny_world, tmp_path):
             "--set", "eval.every_labels=8", "--set", "method_options.encoder_epochs=3"]
     ref, _ = run(settings(tiny_world, budget_labels=16, eval={"n_images": 4, "every_labels": 8, "batch_size": 8}),
                  out=tmp_path / "ref", progress=False)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the same thread count as the in-process reference: float reductions (and so image bits) depend on it
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen([sys.executable, "-m", "herobench.cli", "run", *base, "--out", str(tmp_path / "k")],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120

@@ -112,7 +112,7 @@ class HumanRater:
 
     def rate(
         self,
-        verdicts: Sequence[Verdict],
+        verdicts: Sequence[Verdict] | None,
         protocol: str,
         groups: Sequence[int] | None = None,
         prev_best_score: float | None = None,
@@ -121,7 +121,8 @@ class HumanRater:
     ) -> Feedback:
         """Show ``request``'s batch on the page and block until the person submits valid labels.
 
-        ``verdicts``, ``prev_best_score`` and ``rng`` are not used: the person judges the images.
+        ``verdicts`` (the runner passes ``None``: no oracle is asked), ``prev_best_score`` and ``rng`` are
+        not used: the person judges the images.
 
         Raises:
             ConfigError: unknown protocol.
@@ -134,9 +135,9 @@ class HumanRater:
         if request is None:
             raise ValueError("a human rater needs the images: pass request=RatingRequest(...)")
         n = len(request.images)
-        if not n == len(request.prompts) == len(request.image_sha256) == len(verdicts):
-            raise ValueError(f"request/verdict lengths differ: {n} images, {len(request.prompts)} prompts, "
-                             f"{len(request.image_sha256)} hashes, {len(verdicts)} verdicts")
+        if not n == len(request.prompts) == len(request.image_sha256) or (verdicts and len(verdicts) != n):
+            raise ValueError(f"request lengths differ: {n} images, {len(request.prompts)} prompts, "
+                             f"{len(request.image_sha256)} hashes, {len(verdicts or ())} verdicts")
         if protocol == "d3po" and (groups is None or len(groups) != n):
             raise ValueError(f"the d3po protocol needs one group id per image ({n}), got {groups!r}")
         prev = None

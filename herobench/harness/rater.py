@@ -8,8 +8,11 @@ the judgement in the protocol a method consumes, optionally with human-like nois
 
 Protocols (``SimulatedRater.PROTOCOLS``):
 
-* ``"hero"``: good/bad for every image, plus one best image among the good ones, returned only when it
-  beats the previous best (HERO §3.1); ``None`` keeps the previous best.
+* ``"hero"``: good/bad for every image, plus one best image chosen among the good ones *and the previous
+  best* (HERO §3.1); ``None`` means the previous best stays. The pick is the highest (perceived) score;
+  candidates that tie with it -- the previous best included -- are drawn from uniformly with the
+  iteration's ``rng``, as a person picks one of several equally good images. (With a pass/fail oracle
+  every success scores 1.0: without the draw the first good image would stay the anchor forever.)
 * ``"d3po"``: good/bad for every image, and ``pairs`` = every (good, bad) pair among images that share an
   initial noise (``groups``), as in D3PO.
 * ``"scalar"``: good/bad plus ``scores`` = the labels as 0/1 rewards (DDPO with human feedback).
@@ -91,9 +94,10 @@ class SimulatedRater:
             verdicts: ``B`` oracle verdicts, in batch order.
             protocol: one of :attr:`PROTOCOLS`.
             groups: ``B`` initial-noise ids (``"d3po"`` only: pairs are formed within a group).
-            prev_best_score: score of the current best image (``"hero"``); a new best must beat it.
-            rng: randomness for flips and best-pick noise; required when the rater is noisy (use
-                :meth:`rng_for` so that each iteration draws independently and reproducibly).
+            prev_best_score: score of the current best image (``"hero"``); it competes with the good images.
+            rng: randomness for flips, best-pick noise and the draw among tied best candidates; required
+                when the rater is noisy (use :meth:`rng_for` so that each iteration draws independently
+                and reproducibly); without it a tie goes to the earliest image / the previous best.
             request: the batch itself (images, hashes, budget), which the runner passes to every
                 rater; a simulated rater judges through the verdicts only and ignores it
                 (``herobench.harness.human.HumanRater`` shows it to a person).
@@ -122,7 +126,10 @@ class SimulatedRater:
         good = tuple(bool(g) for g in truth ^ flips)
 
         if protocol == "hero":
-            return Feedback(good=good, best=_best(good, perceived, prev_best_score))
+            prev = prev_best_score
+            if prev is not None and self.best_noise > 0:
+                prev = prev + rng.normal(0.0, self.best_noise)  # the previous best is perceived with noise too
+            return Feedback(good=good, best=_best(good, perceived, prev, rng))
         if protocol == "scalar":
             return Feedback(good=good, scores=tuple(float(g) for g in good))
         # d3po
@@ -131,14 +138,27 @@ class SimulatedRater:
         return Feedback(good=good, pairs=_pairs(good, groups))
 
 
-def _best(good: tuple[bool, ...], perceived: np.ndarray, prev_best_score: float | None) -> int | None:
+def _best(
+    good: tuple[bool, ...], perceived: np.ndarray, prev_best_score: float | None, rng: np.random.Generator | None
+) -> int | None:
+    """Index of the new best image, or ``None`` when the previous best stays (or nothing is good).
+
+    Every good image and the previous best (when there is one) compete on ``perceived`` score; the
+    ones tied at the top are drawn from uniformly with ``rng`` (without ``rng``: the earliest image,
+    and the previous best wins its ties).
+    """
     candidates = [i for i, g in enumerate(good) if g]
     if not candidates:
         return None
-    best = max(candidates, key=lambda i: (perceived[i], -i))  # ties -> the earliest image
-    if prev_best_score is not None and not perceived[best] > prev_best_score:
+    top = max(perceived[i] for i in candidates)
+    if prev_best_score is not None and prev_best_score > top:
         return None  # the previous best stays
-    return best
+    tied: list[int | None] = [i for i in candidates if perceived[i] == top]
+    if prev_best_score is not None and prev_best_score == top:
+        tied.append(None)
+    if rng is None:
+        return None if None in tied else tied[0]
+    return tied[int(rng.integers(len(tied)))]
 
 
 def _pairs(good: tuple[bool, ...], groups: Sequence[int]) -> tuple[tuple[int, int], ...]:

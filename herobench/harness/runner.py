@@ -102,8 +102,11 @@ class Run:
                 f"rater profile '{profile}' is not one of task '{self.task.name}': {list(self.task.rater_profiles)}"
             )
         self.profile = profile
-        # feedback may come from any oracle; evaluation always uses the task's reference oracle
-        self.feedback_oracle = make_oracle(oracle_name, self.task, profile, settings.oracle_options)
+        # feedback may come from any oracle -- or from a person, who needs none; evaluation always uses
+        # the task's reference oracle
+        human = settings.rater.kind == "human"
+        self.feedback_oracle = None if human else make_oracle(oracle_name, self.task, profile,
+                                                              settings.oracle_options)
         # (an explicit --oracle also evaluates when the task has no reference oracle for this backend)
         eval_name = self.task.oracles.get(backend) or oracle_name
         self.eval_oracle = make_oracle(eval_name, self.task, profile,
@@ -140,7 +143,8 @@ class Run:
             "sampler": dataclasses.asdict(self.gen.sampler),
             "task": {"name": self.task.name, "version": self.task.version},
             "oracle": {
-                "feedback": {"name": self.feedback_oracle.name, "version": self.feedback_oracle.version},
+                "feedback": ({"name": "human", "version": None} if self.feedback_oracle is None else
+                             {"name": self.feedback_oracle.name, "version": self.feedback_oracle.version}),
                 "evaluation": {"name": self.eval_oracle.name, "version": self.eval_oracle.version},
                 "profile": self.profile,
             },
@@ -244,22 +248,27 @@ class Run:
         if recorded is not None:  # labels given before a crash: replay them, never ask twice
             feedback, verdict_scores = _feedback_from_record(recorded, hashes)
         else:
-            verdicts = self.feedback_oracle.judge(rollout.images, prompts)
+            # a person judges the images themself: no oracle is asked, and the ledger holds only their labels
+            verdicts = None if self.feedback_oracle is None else self.feedback_oracle.judge(rollout.images, prompts)
             feedback = self.rater.rate(
                 verdicts, self.method.protocol, groups=groups, prev_best_score=self.best_score,
                 rng=np.random.default_rng([s.seed, it, 3]),
                 request=RatingRequest(rollout.images, tuple(prompts), tuple(hashes), it, self.budget,
                                       self.ledger.spent, _last_best_sha256(self.ledger), self.task.name),
             )
-            verdict_scores = [v.score for v in verdicts]
+            if verdicts is None:
+                verdict_scores = None
+                judged = [{"rater": "human"}] * n
+            else:
+                verdict_scores = [v.score for v in verdicts]
+                judged = [{"score": float(v.score), "reason": v.reason} for v in verdicts]
             entries = [
-                {"prompt": p, "image_sha256": h, "good": bool(g), "score": float(sc), "reason": v.reason,
-                 "group": (groups[i] if groups else None)}
-                for i, (p, h, g, sc, v) in enumerate(zip(prompts, hashes, feedback.good, verdict_scores, verdicts))
+                {"prompt": p, "image_sha256": h, "good": bool(g), **j, "group": (groups[i] if groups else None)}
+                for i, (p, h, g, j) in enumerate(zip(prompts, hashes, feedback.good, judged))
             ]
             self.ledger.record(it, entries, best=feedback.best, pairs=list(feedback.pairs), scores=feedback.scores)
         self._time("rating", t0)
-        if feedback.best is not None:
+        if feedback.best is not None and verdict_scores is not None:  # (a person needs no score to compare)
             self.best_score = float(verdict_scores[feedback.best])
 
         t0 = time.perf_counter()
@@ -285,13 +294,15 @@ def _reason_counts(verdicts) -> dict[str, int]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1])[:12])
 
 
-def _feedback_from_record(rec, hashes: list[str]) -> tuple[Feedback, list[float]]:
+def _feedback_from_record(rec, hashes: list[str]) -> tuple[Feedback, list[float] | None]:
     if [e["image_sha256"] for e in rec.entries] != hashes:
         raise HerobenchError(
             "the replayed batch differs from the recorded one (image hashes do not match): "
             "resume on the same machine type, seed and code version"
         )
-    return rec.feedback(), [float(e.get("score", 0.0)) for e in rec.entries]
+    if any("score" not in e for e in rec.entries):  # labelled by a person
+        return rec.feedback(), None
+    return rec.feedback(), [float(e["score"]) for e in rec.entries]
 
 
 def _run_dir_name(s: RunSettings) -> str:
