@@ -9,6 +9,15 @@ Log-prob scale. ``Rollout.log_probs`` are summed over the ``D = C·h·w`` latent
 log-density). ddpo-pytorch, HERO and D3PO average over them instead, and their hyper-parameters
 (PPO clip range 1e-4, DPO beta 0.1) are tuned for that scale, so both updates feed the losses
 ``log_prob / D`` -- exactly the per-element average those codebases use.
+
+Data parallel (``accelerate launch``, an ``Accelerator`` with ``num_processes > 1``). Every process
+passes the *whole* batch (the same rollout, advantages, pairs and ``rng`` state) and draws the same
+random steps and shuffles as one process would; each then computes only its contiguous share of every
+optimizer step's (trajectory, step) items (:func:`process_share`), weights its micro-batch losses by the
+*global* item count, and the gradients are summed over the processes before the clip
+(:func:`clip_and_step`). The sum of the shares' gradients is the one-process gradient, so every process
+takes the one-process step (up to float summation order) and the LoRA weights stay identical on all of
+them. With no accelerator or one process the code path is the one-process one, bit for bit.
 """
 
 from __future__ import annotations
@@ -73,14 +82,57 @@ def _params(optimizer: torch.optim.Optimizer) -> list[torch.nn.Parameter]:
     return [p for group in optimizer.param_groups for p in group["params"]]
 
 
-def _backward(loss: torch.Tensor, accelerator) -> None:
+def backward(loss: torch.Tensor, accelerator=None) -> None:
+    """``loss.backward()``, through the accelerator when there is one."""
     if accelerator is None:
         loss.backward()
     else:
         accelerator.backward(loss)
 
 
-def _clip_and_step(optimizer, max_grad_norm: float, accelerator) -> float:
+def _world(accelerator) -> int:
+    return 1 if accelerator is None else accelerator.num_processes
+
+
+def process_share(n: int, accelerator=None) -> torch.Tensor:
+    """The indices of ``0..n-1`` this process works on: all of them with no accelerator or one process,
+    else its contiguous part (sizes differ by at most one; a part may be empty)."""
+    if _world(accelerator) == 1:
+        return torch.arange(n)
+    return torch.arange(n).tensor_split(accelerator.num_processes)[accelerator.process_index]
+
+
+def _micro_batches(n: int, size: int, accelerator) -> list[torch.Tensor]:
+    """This process' share of items ``0..n-1`` in micro-batches of ``size`` (none when the share is empty)."""
+    return [chunk for chunk in process_share(n, accelerator).split(size) if len(chunk)]
+
+
+def sum_over_processes(values: Sequence[float], accelerator=None) -> list[float]:
+    """Each value summed over the processes (one all-reduce); unchanged with one process."""
+    if _world(accelerator) == 1:
+        return list(values)
+    total = accelerator.reduce(torch.tensor(values, dtype=torch.float64, device=accelerator.device), "sum")
+    return total.tolist()
+
+
+def _sum_grads(params: list[torch.nn.Parameter], accelerator) -> None:
+    """Sum every parameter's ``.grad`` over the processes, in one all-reduce of a flat buffer. A process
+    with no gradient for a parameter (no item in this step) adds zeros; a parameter no process has a
+    gradient for keeps ``None``, as in one process."""
+    device = params[0].device
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
+    grads = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params]
+    total = accelerator.reduce(torch.cat([*grads, has]), "sum")
+    chunks = total[: -len(params)].split([p.numel() for p in params])
+    for p, g, n_has in zip(params, chunks, total[-len(params) :].tolist()):
+        p.grad = g.reshape(p.shape).to(p.dtype) if n_has else None
+
+
+def clip_and_step(optimizer, max_grad_norm: float, accelerator=None) -> float:
+    """Sum the gradients over the processes (data parallel: each weighted its losses by the global item
+    count), clip their norm, take one optimizer step and clear them. Returns the norm before clipping."""
+    if _world(accelerator) > 1:
+        _sum_grads(_params(optimizer), accelerator)
     params = [p for p in _params(optimizer) if p.grad is not None]
     if accelerator is None:
         norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
@@ -128,11 +180,12 @@ def ppo_update(
         cfg: hyper-parameters.
         rng: CPU generator for the step choice.
         accelerator: optional ``accelerate.Accelerator`` (``gradient_accumulation_steps=1``) for
-            ``backward`` and ``clip_grad_norm_``.
+            ``backward`` and ``clip_grad_norm_``; with several processes the update is data parallel
+            (module docstring: every process passes the whole batch and computes its share).
 
     Returns:
-        ``loss``, ``approx_kl``, ``clipfrac`` (means over items and epochs), ``grad_norm`` (before
-        clipping, last epoch), ``n_items`` (B·K per epoch), ``n_optimizer_steps``.
+        ``loss``, ``approx_kl``, ``clipfrac`` (means over items and epochs, over all processes),
+        ``grad_norm`` (before clipping, last epoch), ``n_items`` (B·K per epoch), ``n_optimizer_steps``.
     """
     _check_accelerator(accelerator)
     n, n_steps = rollout.log_probs.shape
@@ -160,19 +213,20 @@ def ppo_update(
             item_rows = group.repeat_interleave(k)
             item_steps = steps[group].reshape(-1)
             g_total = len(item_rows)
-            for chunk in torch.arange(g_total).split(cfg.train_micro_batch):
+            for chunk in _micro_batches(g_total, cfg.train_micro_batch, accelerator):
                 rows, st = item_rows[chunk], item_steps[chunk]
                 log_prob = gen.step_log_prob(rollout, st[:, None], batch_idx=rows, use_cfg=cfg.cfg_in_training)
                 log_prob = log_prob[:, 0]
                 rows_d, st_d = rows.to(dev), st.to(dev)
                 loss, stats = ppo_clip_loss(log_prob / dim, old[rows_d, st_d], adv[rows_d], cfg.clip_range)
-                _backward(loss * (len(chunk) / g_total), accelerator)  # micro-batch means -> step mean
+                backward(loss * (len(chunk) / g_total), accelerator)  # micro-batch means -> step mean
                 weight = len(chunk) / total
                 sums["loss"] += float(loss.detach()) * weight
                 sums["approx_kl"] += float(stats["approx_kl"]) * weight
                 sums["clipfrac"] += float(stats["clipfrac"]) * weight
-            grad_norm = _clip_and_step(optimizer, cfg.max_grad_norm, accelerator)
+            grad_norm = clip_and_step(optimizer, cfg.max_grad_norm, accelerator)
             n_opt_steps += 1
+    sums = dict(zip(sums, sum_over_processes(list(sums.values()), accelerator)))
     out = {name: value / cfg.inner_epochs for name, value in sums.items()}
     out.update(grad_norm=grad_norm, n_items=float(total), n_optimizer_steps=float(n_opt_steps))
     return out
@@ -232,7 +286,7 @@ def dpo_update(
         steps = _random_steps(len(pairs), n_steps, k, rng)
         item_pairs = torch.arange(len(pairs)).repeat_interleave(k)
         item_steps = steps.reshape(-1)
-        for chunk in torch.arange(total).split(cfg.train_micro_batch):
+        for chunk in _micro_batches(total, cfg.train_micro_batch, accelerator):
             w, lo, st = win[item_pairs[chunk]], lose[item_pairs[chunk]], item_steps[chunk]
             both = torch.cat([st, st])[:, None]
             log_prob = gen.step_log_prob(
@@ -244,11 +298,12 @@ def dpo_update(
             ref_w, ref_l = ref[w_d, st_d], ref[l_d, st_d]
             loss = d3po_loss(lp_w, lp_l, ref_w, ref_l, beta=beta, ratio_clip=ratio_clip)
             weight = len(chunk) / total
-            _backward(loss * weight, accelerator)
+            backward(loss * weight, accelerator)
             sums["loss"] += float(loss.detach()) * weight
             margin = beta * ((lp_w.detach() - ref_w) - (lp_l.detach() - ref_l))
             sums["margin"] += float(margin.mean()) * weight
-        grad_norm = _clip_and_step(optimizer, cfg.max_grad_norm, accelerator)
+        grad_norm = clip_and_step(optimizer, cfg.max_grad_norm, accelerator)
+    sums = dict(zip(sums, sum_over_processes(list(sums.values()), accelerator)))
     out = {name: value / cfg.inner_epochs for name, value in sums.items()}
     out.update(
         grad_norm=grad_norm,

@@ -56,12 +56,16 @@ class Method:
             LoRA).
         custom_eval_noise: True when ``eval_noise`` is not the identity (recorded in the run config,
             because it changes what "evaluation on held-out noise" means).
+        accelerator: None, or an ``accelerate.Accelerator`` the caller sets after ``setup`` for
+            data-parallel training: the method then passes it to its optimizer updates
+            (``core.policy_gradient``), and every process must call ``learn`` with the same whole batch.
     """
 
     name: str = "method"
     protocol: str = "none"
     trains: bool = False
     custom_eval_noise: bool = False
+    accelerator = None
 
     def setup(self, gen, options: dict[str, Any], seed: int) -> None:
         """Build the LoRA adapter, optimizers and state. Validate ``options`` with

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from herobench.config import from_dict, to_dict
+from herobench.core.policy_gradient import backward, clip_and_step, process_share, sum_over_processes
 from herobench.errors import ConfigError, HerobenchError
 from herobench.methods.base import Method, NoOptions, attach_lora, cpu_state, labels_tensor
 from herobench.types import Feedback, Rollout, TaskSpec
@@ -90,13 +91,22 @@ def denoising_target(
 
 
 def denoising_loss(
-    unet, scheduler, x0: torch.Tensor, embeds: torch.Tensor, rng: torch.Generator
-) -> torch.Tensor:
+    unet, scheduler, x0: torch.Tensor, embeds: torch.Tensor, rng: torch.Generator,
+    rows: torch.Tensor | None = None,
+) -> torch.Tensor | None:
     """``mean((unet(x_t, t, c) - target)²)`` with ``t`` uniform over the training timesteps and
-    ``ε ~ N(0, I)``, both from ``rng`` (CPU); ``x0`` ``B×C×h×w``, ``embeds`` ``B×L×D``."""
+    ``ε ~ N(0, I)``, both from ``rng`` (CPU); ``x0`` ``B×C×h×w``, ``embeds`` ``B×L×D``.
+
+    ``rows``: the loss of these rows only (a process' share in data parallel; None when empty); ``t``
+    and ``ε`` are still drawn for all ``B`` rows, so each row gets the draw it gets in one process."""
     n = x0.shape[0]
     t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=rng)
     noise = torch.randn(x0.shape, generator=rng).to(x0.device)
+    if rows is not None:
+        if not len(rows):
+            return None
+        keep = rows.to(x0.device)
+        t, noise, x0, embeds = t[rows], noise[keep], x0[keep], embeds[rows.to(embeds.device)]
     alpha_bar = scheduler.alphas_cumprod.to(torch.float32)[t]
     x_t, target = denoising_target(scheduler.config.prediction_type, x0, noise, alpha_bar)
     pred = unet(x_t.to(unet.dtype), t.to(x0.device), encoder_hidden_states=embeds, return_dict=False)[0]
@@ -153,20 +163,23 @@ class DreamBoothMethod(Method):
         unique = list(dict.fromkeys(self.buffer_prompts))
         embeds = self.gen.encode_prompts(unique)[0]
         row_of = {p: i for i, p in enumerate(unique)}
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        acc = self.accelerator  # data parallel: each process computes its share of every step's images
         losses = []
+        self.optimizer.zero_grad(set_to_none=True)
         for _ in range(o.steps_per_iteration):
             pick = torch.randperm(n, generator=rng)[: o.train_batch]
             emb = embeds[
                 torch.tensor([row_of[self.buffer_prompts[int(i)]] for i in pick], device=embeds.device)
             ]
-            loss = denoising_loss(unet, self.gen.scheduler, self.buffer_latents[pick].to(device), emb, rng)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, o.max_grad_norm)
-            self.optimizer.step()
-            losses.append(float(loss.detach()))
-        self.optimizer.zero_grad(set_to_none=True)
+            mine = process_share(len(pick), acc)
+            share = len(mine) / len(pick)  # 1.0 in one process
+            x0 = self.buffer_latents[pick].to(device)
+            loss = denoising_loss(unet, self.gen.scheduler, x0, emb, rng, None if share == 1 else mine)
+            if loss is not None:
+                backward(loss * share, acc)
+            losses.append(0.0 if loss is None else float(loss.detach()) * share)
+            clip_and_step(self.optimizer, o.max_grad_norm, acc)
+        losses = sum_over_processes(losses, acc)
         return stats | {
             "sft_skipped": 0.0,
             "sft_loss_first": losses[0],

@@ -128,6 +128,7 @@ class D3POMethod(Method):
                 rng,
                 beta=self.options.beta,
                 ratio_clip=self.options.ratio_clip,
+                accelerator=self.accelerator,
             )
             losses.append(out["loss"])
             margins.append(out["margin"])

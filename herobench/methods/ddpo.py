@@ -90,7 +90,8 @@ class DDPOMethod(Method):
         return (
             stats
             | {"pg_skipped": 0.0}
-            | prefixed("pg_", ppo_update(self.gen, rollout, advantages, self.optimizer, self.pg, rng))
+            | prefixed("pg_", ppo_update(self.gen, rollout, advantages, self.optimizer, self.pg, rng,
+                                         accelerator=self.accelerator))
         )
 
     def state_dict(self) -> dict[str, Any]:

@@ -207,7 +207,8 @@ class HeroMethod(Method):
         t0 = time.perf_counter()
         advantages = normalize_advantages(rewards, clip=o.adv_clip)
         if bool((advantages != 0).any()):
-            stats |= prefixed("pg_", ppo_update(self.gen, rollout, advantages, self.optimizer, self.pg, rng))
+            stats |= prefixed("pg_", ppo_update(self.gen, rollout, advantages, self.optimizer, self.pg, rng,
+                                                accelerator=self.accelerator))
             stats["pg_skipped"] = 0.0
         else:  # equal rewards (e.g. all bad and no best yet): no learning signal, no step
             stats["pg_skipped"] = 1.0
