@@ -120,10 +120,6 @@ def main() -> None:
     times["next noise from the pool"] = sync_time() - t
     iteration = sync_time() - it0
 
-    oracle_s = None
-    if args.clip_oracle:
-        oracle_s = time_clip_oracle(rollout.images, dev, dtype)
-
     finite = bool(torch.isfinite(rollout.images).all() and torch.isfinite(rollout.log_probs).all())
     name = torch.cuda.get_device_name() if cuda else "cpu"
     print(f"device      : {name}, torch {torch.__version__}, {str(dtype)[6:]} UNet/VAE/text, fp32 LoRA")
@@ -138,10 +134,12 @@ def main() -> None:
     print(f"  {'ONE HERO ITERATION (sample -> feedback -> learn)':<50} {iteration:8.2f} s")
     print(f"  UNet forward share of sampling: {100 * unet_sampling / times[next(k for k in times if k.startswith('sampling'))]:.1f} %;"
           f" PPO: {int(stats.get('pg_n_items', 0))} items, loss {stats.get('pg_loss', float('nan')):.3g}")
-    if oracle_s is not None:
-        print(f"  clip-contrastive judge, random ViT-L/14, {args.batch} images: {oracle_s:.2f} s")
     peak = f"peak CUDA memory (iteration): {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB; " if cuda else ""
     print(f"{peak}finite images and log-probs: {finite}")
+    if args.clip_oracle:  # last: a failure here cannot hide the iteration's figures
+        oracle_s = time_clip_oracle(rollout.images, dev, dtype)
+        if oracle_s is not None:
+            print(f"  clip-contrastive judge, random ViT-L/14, {args.batch} images: {oracle_s:.2f} s")
     print(f"projection: the hand task's 1,152 labels = {-(-1152 // args.batch)} iterations ≈ "
           f"{-(-1152 // args.batch) * iteration / 60:.1f} min (without evaluation)")
 
