@@ -258,7 +258,12 @@ def _init_worker(gpu_queue=None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    try:  # model-loading progress bars of N workers would interleave on one terminal
+    _quiet_model_loading()
+
+
+def _quiet_model_loading() -> None:
+    """No model-loading progress bars: one per cell would bury the grid's own progress lines."""
+    try:
         from diffusers.utils import logging as diffusers_logging
         from transformers.utils import logging as transformers_logging
 
@@ -314,6 +319,7 @@ def run_cells(cells_: Sequence[Cell], out: str | Path, jobs: int = 1,
 
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # as in a worker: a cell's results never depend on --jobs
+        _quiet_model_loading()
         try:
             for cell in todo:
                 done(run_cell(cell, out))
