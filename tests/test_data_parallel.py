@@ -1,6 +1,6 @@
 """Data-parallel updates over two real processes (gloo on 127.0.0.1, a real ``Accelerator``).
 
-Each process is this file run as a script (``python tests/test_data_parallel.py RANK PORT FOLDER``) with
+Each process is this file run as a script (``python tests/test_data_parallel.py RANK FOLDER``) with
 the environment ``accelerate launch`` gives it; ``Accelerator(cpu=True)`` then joins the two as
 ``MULTI_CPU`` over gloo. Both load the same rollout, run the same updates with the accelerator and save
 their LoRA weights; the test runs the same updates in one process without one and compares. The batch
@@ -23,6 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from fixtures_sd import tiny_sd_v_fixture  # noqa: F401
 
@@ -89,9 +90,7 @@ def run_updates(model_dir: Path, rollout, accelerator) -> dict[str, tuple[torch.
     return out
 
 
-def _worker(rank: int, port: int, folder: Path) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_WORLD_SIZE=str(WORLD),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _worker(rank: int, folder: Path) -> None:
     from accelerate import Accelerator
 
     acc = Accelerator(cpu=True)
@@ -108,21 +107,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(folder: Path) -> list[dict]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    port = _free_port()
+def launch(script: str, folder: Path) -> None:
+    """Run ``python script RANK FOLDER`` as ``WORLD`` processes with the environment ``accelerate launch``
+    gives them (gloo rendezvous on 127.0.0.1); fails with every process' output if one fails."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+           "WORLD_SIZE": str(WORLD), "LOCAL_WORLD_SIZE": str(WORLD)}
     procs = [
-        subprocess.Popen([sys.executable, __file__, str(rank), str(port), str(folder)], env=env,
+        subprocess.Popen([sys.executable, script, str(rank), str(folder)],
+                         env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for rank in range(WORLD)
     ]
     try:
-        logs = [p.communicate(timeout=180)[0] for p in procs]
+        logs = [p.communicate(timeout=300)[0] for p in procs]
     finally:
         for p in procs:
             p.kill()
     assert all(p.returncode == 0 for p in procs), "\n".join(f"rank {r}:\n{log}" for r, log in enumerate(logs))
-    return [torch.load(folder / f"rank{rank}.pt", weights_only=False) for rank in range(WORLD)]
 
 
 def test_process_share_partitions_the_items():
@@ -138,12 +139,29 @@ def test_process_share_partitions_the_items():
             assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
+def test_sampling_a_share_of_the_rows_gives_those_rows_of_the_whole_batch(tiny_sd_v_dir):
+    gen = _generator(tiny_sd_v_dir)
+    noise = torch.randn(len(PROMPTS), *gen.latent_shape, generator=torch.Generator().manual_seed(1))
+    whole = gen.sample(PROMPTS, init_noise=noise, generator=torch.Generator().manual_seed(2))
+    shares = [gen.sample(PROMPTS, init_noise=noise, generator=torch.Generator().manual_seed(2), rows=rows)
+              for rows in ([0, 1, 2], [3, 4])]
+    assert shares[0].prompts + shares[1].prompts == PROMPTS
+    for field in ("latents", "log_probs", "prompt_embeds", "images"):
+        joined = torch.cat([getattr(share, field) for share in shares])
+        torch.testing.assert_close(joined, getattr(whole, field), rtol=1e-5, atol=1e-5)
+    # (sampling the sub-batch on its own draws other step noise: its first step is O(1) off)
+    alone = gen.sample(PROMPTS[3:], init_noise=noise[3:], generator=torch.Generator().manual_seed(2))
+    assert float((alone.latents[:, 1] - whole.latents[3:, 1]).abs().max()) > 0.1
+
+
+@pytest.mark.slow  # two processes importing torch + diffusers: ~25 s on a loaded 2-core machine
 def test_two_processes_take_the_one_process_step(tiny_sd_v_dir, tmp_path):
     gen = _generator(tiny_sd_v_dir)
     noise = torch.randn(len(PROMPTS), *gen.latent_shape, generator=torch.Generator().manual_seed(1))
     rollout = gen.sample(PROMPTS, init_noise=noise, generator=torch.Generator().manual_seed(2))
     torch.save({"model": tiny_sd_v_dir, "rollout": rollout}, tmp_path / "case.pt")
-    ranks = _launch(tmp_path)
+    launch(__file__, tmp_path)
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in range(WORLD)]
     ref = run_updates(tiny_sd_v_dir, rollout, None)
     for case in ("ppo", "ppo_groups", "dpo", "dreambooth"):
         start, w_ref, s_ref = ref[case]
@@ -160,4 +178,4 @@ def test_two_processes_take_the_one_process_step(tiny_sd_v_dir, tmp_path):
 
 
 if __name__ == "__main__":
-    _worker(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]))
+    _worker(int(sys.argv[1]), Path(sys.argv[2]))

@@ -162,6 +162,7 @@ class Generator:
         prompts: list[str],
         init_noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        rows: torch.Tensor | list[int] | None = None,
     ) -> Rollout:
         """Sample one batch and record everything a policy-gradient or preference method needs.
 
@@ -172,11 +173,14 @@ class Generator:
             generator: source of all randomness (x_T when not given, then the noise of each step, in
                 that order, float32, on the generator's device). Use a CPU generator: the same seed
                 then gives the same rollout on every device. None uses the global RNG.
+            rows: sample only these rows of the batch (a process' share in data parallel): the noise is
+                still drawn for all ``B`` rows, so each row gets the noise (and, up to float noise, the
+                trajectory) it gets when the whole batch is sampled. None: all rows.
 
         Returns:
-            A ``Rollout``: latents ``B×(T+1)×C×h×w`` (``self.dtype``), log_probs ``B×T`` float32,
-            timesteps ``T`` (CPU), embeddings ``B×L×D`` -- all on ``self.device`` except timesteps --
-            and images ``B×3×H×W`` float32 in ``[0, 1]`` on the CPU.
+            A ``Rollout`` of the sampled rows: latents ``B×(T+1)×C×h×w`` (``self.dtype``), log_probs
+            ``B×T`` float32, timesteps ``T`` (CPU), embeddings ``B×L×D`` -- all on ``self.device``
+            except timesteps -- and images ``B×3×H×W`` float32 in ``[0, 1]`` on the CPU.
         """
         n = len(prompts)
         if n == 0:
@@ -188,13 +192,19 @@ class Generator:
         elif tuple(init_noise.shape) != shape:
             raise ValueError(f"init_noise has shape {tuple(init_noise.shape)}, expected {shape}")
         x = init_noise.to(self.device, self.dtype) * self.scheduler.init_noise_sigma
+        part = None if rows is None else torch.as_tensor(rows, dtype=torch.long).to(self.device)
+        if part is not None:
+            x, prompts = x[part], [prompts[int(i)] for i in part]
         cond, uncond = self.encode_prompts(prompts)
         latents, log_probs = [x], []
         for t in self.scheduler.timesteps:
             out = self._guided(x, t, cond, uncond, self.sampler.uses_cfg)
-            x, log_prob = ddim_step_with_logprob(
-                self.scheduler, out, t, x, self.sampler.eta, generator=generator
-            )
+            if part is None:
+                x, log_prob = ddim_step_with_logprob(
+                    self.scheduler, out, t, x, self.sampler.eta, generator=generator
+                )
+            else:
+                x, log_prob = self._step_rows(out, t, x, part, n, generator)
             latents.append(x)
             log_probs.append(log_prob)
         return Rollout(
@@ -206,6 +216,16 @@ class Generator:
             negative_embeds=uncond,
             images=self.decode(x),
         )
+
+    def _step_rows(self, out, t, x, part: torch.Tensor, n: int, generator):
+        """The DDIM step of rows ``part`` of an ``n``-row batch, drawing the step noise for all ``n``
+        rows (zeros stand in for the other rows) and keeping ``part``'s."""
+        full_out, full_x = out.new_zeros((n, *out.shape[1:])), x.new_zeros((n, *x.shape[1:]))
+        full_out[part], full_x[part] = out, x
+        x, log_prob = ddim_step_with_logprob(
+            self.scheduler, full_out, t, full_x, self.sampler.eta, generator=generator
+        )
+        return x[part], log_prob[part]
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from herobench.core.generator import Generator, SamplerConfig
 from herobench.core.images import sha256_of_image
 from herobench.core.lora import load_lora, save_lora
 from herobench.core.pipeline import load_components
+from herobench.core.policy_gradient import process_share
 from herobench.errors import HerobenchError
 from herobench.harness.evaluate import eval_noise, summarise
 from herobench.harness.ledger import FeedbackLedger
@@ -32,13 +34,43 @@ from herobench.harness.runlog import RunDir, append_jsonl, environment_info, rea
 from herobench.harness.tasks import for_backend, load_task
 from herobench.methods import METHODS
 from herobench.oracles import ORACLES, make_oracle
-from herobench.types import Feedback, RatingRequest, TaskSpec
+from herobench.types import Feedback, RatingRequest, Rollout, TaskSpec
 
 EVAL_SEED_OFFSET = 7_919  # evaluation noise never shares a seed with training noise
 
 
 def _rng(seed: int, iteration: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + iteration * 101 + stream) % (2**63))
+
+
+def _accelerator(device: str):
+    """An ``Accelerator`` when launched as several processes (``accelerate launch --multi_gpu
+    --num_processes N``; on a machine without CUDA, or with ``device = "cpu"``, they join over gloo),
+    else None: one process runs exactly as without accelerate."""
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return None
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=torch.device(device).type == "cpu" or not torch.cuda.is_available())
+
+
+def _from_main(obj, acc):
+    """``obj`` as the main process has it, on every process (unchanged with one process)."""
+    if acc is None:
+        return obj
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([obj])[0]
+
+
+def _gather_rows(x: torch.Tensor, n: int, acc) -> torch.Tensor:
+    """The ``n`` rows of a batch from each process' ``process_share`` of them, on every process."""
+    sizes = [len(share) for share in torch.arange(n).tensor_split(acc.num_processes)]
+    m = max(sizes)
+    padded = torch.cat([x, x.new_zeros((m - len(x), *x.shape[1:]))]).to(acc.device)
+    everything = acc.gather(padded)  # (processes · m) rows, in process order
+    keep = torch.cat([torch.arange(r * m, r * m + k) for r, k in enumerate(sizes)])
+    return everything[keep.to(everything.device)].to(x.device)
 
 
 def resolve_model(model: str) -> Path:
@@ -79,10 +111,13 @@ def sampler_for(settings: RunSettings, model_dir: Path) -> SamplerConfig:
 class Run:
     """Everything one run holds. Built by :func:`prepare`; driven by :func:`execute`."""
 
-    def __init__(self, settings: RunSettings, run_dir: RunDir, progress: bool = True):
+    def __init__(self, settings: RunSettings, run_dir: RunDir, progress: bool = True, accelerator=None):
         self.settings = settings
         self.dir = run_dir
-        self.progress = progress
+        # several processes (data parallel): the main one alone rates and writes the run folder
+        self.acc = accelerator
+        self.main = accelerator is None or accelerator.is_main_process
+        self.progress = progress and self.main
         self.task: TaskSpec = load_task(settings.task)
         method_factory = METHODS.get(settings.method)
         if settings.oracle:
@@ -113,16 +148,20 @@ class Run:
                                        settings.oracle_options if eval_name == oracle_name else None)
         self.method = method_factory()
         dtype = torch.float32
-        components = load_components(self.model_dir, device=settings.device, dtype=dtype)
-        self.gen = Generator(components, sampler_for(settings, self.model_dir), device=settings.device, dtype=dtype)
+        device = settings.device if accelerator is None else accelerator.device
+        components = load_components(self.model_dir, device=str(device), dtype=dtype)
+        self.gen = Generator(components, sampler_for(settings, self.model_dir), device=device, dtype=dtype)
         self.method.setup(self.gen, dict(settings.method_options), settings.seed)
+        self.method.accelerator = accelerator
         if settings.rater.kind == "simulated":  # (a human rater is built last, below)
             self.rater = SimulatedRater(
                 profile=profile, flip_rate=settings.rater.flip_rate, best_noise=settings.rater.best_noise,
                 seed=settings.seed,
             )
         budget = settings.budget_labels if self.method.trains else 0
-        self.ledger = FeedbackLedger.open(run_dir.labels, budget)
+        if accelerator is not None and settings.rater.kind == "human":
+            raise HerobenchError("a human rater labels one process' batches: run it without accelerate launch")
+        self.ledger = FeedbackLedger.open(run_dir.labels, budget) if self.main else None
         self.budget = budget
         self.iteration = 0  # iterations completed (learned from and checkpointed)
         self.labels_done = 0  # labels of those iterations (the ledger may hold one more, not yet learned)
@@ -156,7 +195,10 @@ class Run:
         }
 
     def save_checkpoint(self) -> None:
-        """Atomically replace ``checkpoints/latest`` (LoRA + method state + harness state)."""
+        """Atomically replace ``checkpoints/latest`` (LoRA + method state + harness state); the main
+        process' alone (every process holds the same state)."""
+        if not self.main:
+            return
         final = self.dir.checkpoints / "latest"
         tmp = self.dir.checkpoints / "latest.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -176,12 +218,13 @@ class Run:
 
     def load_checkpoint(self) -> None:
         ckpt = self.dir.checkpoints / "latest"
+        old = self.dir.checkpoints / "latest.old"
+        if not ckpt.exists() and old.exists() and self.main:  # killed between the two renames
+            old.rename(ckpt)
+        if self.acc is not None:
+            self.acc.wait_for_everyone()  # every process loads the checkpoint the main one fixed up
         if not ckpt.exists():
-            old = self.dir.checkpoints / "latest.old"
-            if old.exists():  # killed between the two renames
-                old.rename(ckpt)
-            else:
-                return
+            return
         try:
             state = json.loads((ckpt / "harness.json").read_text())
             if self.method.trains:
@@ -220,15 +263,30 @@ class Run:
             for i in range(0, es.n_images, es.batch_size):
                 sl = slice(i, i + es.batch_size)
                 rng = torch.Generator().manual_seed(es.seed + i)
-                ro = self.gen.sample(shown[sl], init_noise=noise[sl], generator=rng)
+                ro = self._sample(shown[sl], noise[sl], rng)
                 # the judge sees the task prompt (what success means), not the enhanced wording
-                verdicts += self.eval_oracle.judge(ro.images, prompts[sl])
+                if self.main:
+                    verdicts += self.eval_oracle.judge(ro.images, prompts[sl])
+            if not self.main:
+                continue
             row = {"labels": self.labels_done, "iteration": self.iteration, "prompt_set": name,
                    **summarise(verdicts), "reasons": _reason_counts(verdicts)}
             append_jsonl(self.dir.evals, row)
             rows.append(row)
         self._time("evaluation", t0)
         return rows
+
+    def _sample(self, prompts: list[str], noise: torch.Tensor, generator: torch.Generator) -> Rollout:
+        """The batch, on every process: sampled whole, or (several processes) each samples its share of
+        the rows -- with the whole batch's noise, so each row is the one-process row up to float noise --
+        and all gather the rest."""
+        n = len(prompts)
+        if self.acc is None or n < self.acc.num_processes:
+            return self.gen.sample(prompts, init_noise=noise, generator=generator)
+        part = self.gen.sample(prompts, init_noise=noise, generator=generator, rows=process_share(n, self.acc))
+        fields = ("latents", "log_probs", "prompt_embeds", "negative_embeds", "images")
+        return Rollout(prompts=list(prompts), timesteps=part.timesteps,
+                       **{f: _gather_rows(getattr(part, f), n, self.acc) for f in fields})
 
     # ------------------------------------------------------------------ one iteration
     def step(self) -> dict:
@@ -239,11 +297,27 @@ class Run:
         prompts = self.method.train_prompts(self.task, n)
         groups = self.method.groups(n)
         noise = self.method.init_noise(n, self.gen.latent_shape, _rng(s.seed, it, 1))
-        rollout = self.gen.sample(prompts, init_noise=noise, generator=_rng(s.seed, it, 2))
+        rollout = self._sample(prompts, noise, _rng(s.seed, it, 2))
         self._time("sampling", t0)
-        hashes = [sha256_of_image(img) for img in rollout.images]
 
         t0 = time.perf_counter()
+        # several processes: the main one alone rates and writes the ledger; every process learns
+        feedback, verdict_scores = _from_main(self._rate(it, rollout, groups) if self.main else None, self.acc)
+        self._time("rating", t0)
+        if feedback.best is not None and verdict_scores is not None:  # (a person needs no score to compare)
+            self.best_score = float(verdict_scores[feedback.best])
+
+        t0 = time.perf_counter()
+        stats = self.method.learn(rollout, feedback, _rng(s.seed, it, 4))
+        self._time("learning", t0)
+        self.iteration = it
+        self.labels_done += feedback.n_labels
+        return {"iteration": it, "labels": self.labels_done, "good": int(sum(feedback.good)), **stats}
+
+    def _rate(self, it: int, rollout: Rollout, groups: list[int] | None) -> tuple[Feedback, list[float] | None]:
+        """The batch's feedback (replayed from the ledger, or asked and recorded) and the oracle's scores."""
+        s, n, prompts = self.settings, len(rollout), rollout.prompts
+        hashes = [sha256_of_image(img) for img in rollout.images]
         recorded = self.ledger.get(it)
         if recorded is not None:  # labels given before a crash: replay them, never ask twice
             feedback, verdict_scores = _feedback_from_record(recorded, hashes)
@@ -267,16 +341,7 @@ class Run:
                 for i, (p, h, g, j) in enumerate(zip(prompts, hashes, feedback.good, judged))
             ]
             self.ledger.record(it, entries, best=feedback.best, pairs=list(feedback.pairs), scores=feedback.scores)
-        self._time("rating", t0)
-        if feedback.best is not None and verdict_scores is not None:  # (a person needs no score to compare)
-            self.best_score = float(verdict_scores[feedback.best])
-
-        t0 = time.perf_counter()
-        stats = self.method.learn(rollout, feedback, _rng(s.seed, it, 4))
-        self._time("learning", t0)
-        self.iteration = it
-        self.labels_done += feedback.n_labels
-        return {"iteration": it, "labels": self.labels_done, "good": int(sum(feedback.good)), **stats}
+        return feedback, verdict_scores
 
 
 def _last_best_sha256(ledger: FeedbackLedger) -> str | None:
@@ -311,7 +376,9 @@ def _run_dir_name(s: RunSettings) -> str:
 
 def prepare(settings: RunSettings, out: Path | str = "runs", resume: Path | str | None = None,
             progress: bool = True) -> Run:
-    """Create (or reopen, with ``resume``) a run folder and build the run."""
+    """Create (or reopen, with ``resume``) a run folder and build the run. Under ``accelerate launch``
+    with several processes every process builds the run; the main one alone creates the folder."""
+    acc = None
     if resume is not None:
         rd = RunDir(Path(resume))
         if not rd.config_json.exists():
@@ -325,24 +392,29 @@ def prepare(settings: RunSettings, out: Path | str = "runs", resume: Path | str 
             raise
         except Exception as e:  # noqa: BLE001
             raise HerobenchError(f"'{resume}' has an unreadable config.json ({e})") from e
-        run = Run(settings, rd, progress)
+        run = Run(settings, rd, progress, _accelerator(settings.device))
         run.load_checkpoint()
         return run
+    acc = _accelerator(settings.device)
     out = Path(out)
     name = _run_dir_name(settings)
     path = out / name
-    k = 1
-    while path.exists():
-        k += 1
-        path = out / f"{name}-{k}"
-    path.mkdir(parents=True)
+    if acc is None or acc.is_main_process:
+        k = 1
+        while path.exists():
+            k += 1
+            path = out / f"{name}-{k}"
+        path.mkdir(parents=True)
+    path = _from_main(path, acc)
     rd = RunDir(path)
     try:
-        run = Run(settings, rd, progress)
+        run = Run(settings, rd, progress, acc)
     except BaseException:
-        shutil.rmtree(path, ignore_errors=True)  # nothing was recorded yet: leave no empty run folder
+        if acc is None or acc.is_main_process:
+            shutil.rmtree(path, ignore_errors=True)  # nothing was recorded yet: leave no empty run folder
         raise
-    rd.config_json.write_text(json.dumps(run.config_record(), indent=2, default=str))
+    if run.main:
+        rd.config_json.write_text(json.dumps(run.config_record(), indent=2, default=str))
     return run
 
 
@@ -350,17 +422,19 @@ def execute(run: Run) -> dict:
     """Drive a prepared run to the end of its budget; returns the summary (also in summary.json)."""
     s = run.settings
     t_start = time.perf_counter()
-    evals = read_jsonl(run.dir.evals) if run.dir.evals.exists() else []
+    evals = read_jsonl(run.dir.evals) if run.main and run.dir.evals.exists() else []
     every = s.eval.every_labels
     on_grid = run.labels_done % every == 0 or run.labels_done == run.budget
-    if on_grid and not any(e["labels"] == run.labels_done for e in evals):  # (a resume may land between points)
+    # (a resume may land between points; several processes: the main one, which wrote the evaluations, decides)
+    if _from_main(on_grid and not any(e["labels"] == run.labels_done for e in evals), run.acc):
         run.evaluate()
     bar = tqdm(total=run.budget, initial=run.labels_done, desc=f"{s.task}/{s.method}",
                unit="label", disable=not run.progress)
     while run.method.trains and run.labels_done < run.budget:
         before = run.labels_done
         stats = run.step()
-        append_jsonl(run.dir.train_log, stats)
+        if run.main:
+            append_jsonl(run.dir.train_log, stats)
         bar.update(run.labels_done - before)
         t0 = time.perf_counter()
         run.save_checkpoint()
@@ -370,6 +444,8 @@ def execute(run: Run) -> dict:
     bar.close()
     if not run.method.trains:
         run.save_checkpoint()
+    if not run.main:  # the main process writes the summary and hands it to the others
+        return _from_main(None, run.acc)
     evals = read_jsonl(run.dir.evals)
     last = {e["prompt_set"]: e for e in evals if e["labels"] == run.labels_done}
     first = {e["prompt_set"]: e for e in evals if e["labels"] == 0}
@@ -384,7 +460,7 @@ def execute(run: Run) -> dict:
         "unet_seconds": run.gen.unet_seconds,
     }
     run.dir.summary.write_text(json.dumps(summary, indent=2))
-    return summary
+    return _from_main(summary, run.acc)
 
 
 def run(settings: RunSettings, out: Path | str = "runs", resume: Path | str | None = None,
