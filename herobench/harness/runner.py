@@ -148,6 +148,10 @@ class Run:
                                        settings.oracle_options if eval_name == oracle_name else None)
         self.method = method_factory()
         dtype = torch.float32
+        if torch.device(settings.device).type == "cuda":
+            # float32 means float32: TF32 convolutions (cuDNN's default) moved recomputed log-probs by
+            # 3e-5 per element on an H200, a third of HERO's PPO clip range (tests/test_core_gpu.py)
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         device = settings.device if accelerator is None else accelerator.device
         components = load_components(self.model_dir, device=str(device), dtype=dtype)
         self.gen = Generator(components, sampler_for(settings, self.model_dir), device=device, dtype=dtype)
