@@ -286,3 +286,30 @@ def test_registry_suggests_names():
     assert set(METHODS.names()) == set(FAST)
     with pytest.raises(UnknownNameError, match="did you mean 'hero'"):
         METHODS.get("hreo")
+
+
+@pytest.mark.parametrize("name", ["hero", "ddpo", "d3po", "dreambooth"])
+def test_lora_targets_option_adapts_convolutions_too(name, model_dirs, tmp_path):
+    from herobench.core.lora import load_lora, save_lora
+
+    gen = make_gen(model_dirs["epsilon"])
+    method = METHODS.get(name)()
+    method.setup(gen, {**FAST[name], "lora_targets": ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]}, seed=0)
+    unet = gen.components.unet
+    adapted = {n.rsplit(".lora_", 1)[0] for n, _ in unet.named_parameters() if "lora_" in n}
+    convs = {n for n in adapted if n.endswith(("conv1", "conv2"))}
+    assert convs and all(isinstance(unet.get_submodule(n).base_layer, torch.nn.Conv2d) for n in convs)
+    before = snapshot(unet)
+    method.learn(rollout_for(method, gen), feedback_for(method), torch.Generator().manual_seed(1))
+    changed = {k for k, v in snapshot(unet).items() if not torch.equal(before[k], v)}
+    assert any("conv" in k for k in changed) and all("lora_" in k for k in changed)
+    # the checkpoint round trip keeps the convolution adapters
+    save_lora(unet, tmp_path / "lora")
+    fresh = make_gen(model_dirs["epsilon"])
+    METHODS.get(name)().setup(fresh, {**FAST[name], "lora_targets": ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]}, seed=5)
+    load_lora(fresh.components.unet, tmp_path / "lora")
+    trained = {k: v for k, v in snapshot(unet).items() if "lora_" in k}
+    loaded = snapshot(fresh.components.unet)
+    assert all(torch.equal(trained[k], loaded[k]) for k in trained)
+    with pytest.raises(ConfigError, match="lora_targets"):
+        METHODS.get(name)().setup(make_gen(model_dirs["epsilon"]), {**FAST[name], "lora_targets": []}, seed=0)

@@ -19,11 +19,15 @@ ADAPTER = "default"
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 
 
+# HERO's (and diffusers' LoRA training scripts') choice: every attention projection of the UNet
+ATTENTION_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+
+
 def add_lora(
     unet,
     rank: int = 4,
     alpha: float | None = None,
-    targets: Sequence[str] = ("to_q", "to_k", "to_v", "to_out.0"),
+    targets: Sequence[str] = ATTENTION_TARGETS,
     seed: int | None = None,
 ) -> list[torch.nn.Parameter]:
     """Add a LoRA adapter (HERO: rank 4 on all attention projections) and return its parameters.
@@ -35,7 +39,8 @@ def add_lora(
         unet: a diffusers ``UNet2DConditionModel`` without a LoRA adapter.
         rank: LoRA rank ``r``.
         alpha: LoRA alpha (scale ``alpha / r``); None means ``alpha = rank`` (scale 1, diffusers' default).
-        targets: module-name suffixes to adapt.
+        targets: module-name suffixes to adapt (Linear or Conv2d modules, e.g. ``"conv1"`` for every
+            ResNet block's first convolution).
         seed: seeds the LoRA init (the global RNG is left untouched); None uses the global RNG.
     """
     from peft import LoraConfig

@@ -21,11 +21,14 @@ pool, best image).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from herobench.core.lora import ATTENTION_TARGETS, add_lora
+from herobench.errors import ConfigError
 from herobench.types import Feedback, Rollout, TaskSpec
 
 
@@ -132,13 +135,16 @@ def cpu_state(tensor: torch.Tensor | None) -> torch.Tensor | None:
     return None if tensor is None else tensor.detach().to("cpu", torch.float32).clone()
 
 
-def attach_lora(gen, rank: int, lr: float, seed: int) -> torch.optim.Optimizer:
-    """Add a rank-``rank`` LoRA adapter to ``gen``'s UNet attention projections (HERO/DDPO/D3PO all
-    finetune LoRA rank 4) and return ddpo-pytorch's AdamW over its parameters."""
-    from herobench.core.lora import add_lora
+def attach_lora(gen, rank: int, lr: float, seed: int, targets: Sequence[str] = ATTENTION_TARGETS
+                ) -> torch.optim.Optimizer:
+    """Add a rank-``rank`` LoRA adapter to ``gen``'s UNet modules named ``targets`` (default: the
+    attention projections; HERO/DDPO/D3PO all finetune LoRA rank 4) and return ddpo-pytorch's AdamW
+    over its parameters."""
     from herobench.core.policy_gradient import make_optimizer
 
-    params = add_lora(gen.components.unet, rank=rank, seed=seed)
+    if not targets:
+        raise ConfigError("method_options.lora_targets must name at least one module")
+    params = add_lora(gen.components.unet, rank=rank, seed=seed, targets=targets)
     return make_optimizer(params, lr)
 
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from herobench.config import from_dict, to_dict
+from herobench.core.lora import ATTENTION_TARGETS
 from herobench.core.policy_gradient import backward, clip_and_step, process_share, sum_over_processes
 from herobench.errors import ConfigError, HerobenchError
 from herobench.methods.base import Method, NoOptions, attach_lora, cpu_state, labels_tensor
@@ -116,6 +117,7 @@ def denoising_loss(
 @dataclass(frozen=True)
 class DreamBoothOptions:
     lora_rank: int = 4
+    lora_targets: tuple[str, ...] = ATTENTION_TARGETS  # UNet module-name suffixes the LoRA adapts
     lr: float = 1e-4
     steps_per_iteration: int = 50
     train_batch: int = 8
@@ -144,7 +146,7 @@ class DreamBoothMethod(Method):
     def setup(self, gen, options: dict[str, Any], seed: int) -> None:
         self.options = from_dict(DreamBoothOptions, dict(options), "method_options")
         self.gen = gen
-        self.optimizer = attach_lora(gen, self.options.lora_rank, self.options.lr, seed)
+        self.optimizer = attach_lora(gen, self.options.lora_rank, self.options.lr, seed, self.options.lora_targets)
         self.buffer_latents = torch.zeros((0, *gen.latent_shape))
         self.buffer_prompts: list[str] = []
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from herobench.config import from_dict, to_dict
+from herobench.core.lora import ATTENTION_TARGETS
 from herobench.core.policy_gradient import PGConfig, dpo_update
 from herobench.errors import ConfigError, HerobenchError
 from herobench.methods.base import Method, attach_lora, cycle_prompts, labels_tensor
@@ -31,6 +32,7 @@ from herobench.types import Feedback, Rollout, TaskSpec
 @dataclass(frozen=True)
 class D3POOptions:
     lora_rank: int = 4
+    lora_targets: tuple[str, ...] = ATTENTION_TARGETS  # UNet module-name suffixes the LoRA adapts
     lr: float = 3e-5
     beta: float = 0.1
     images_per_noise: int = 2
@@ -88,7 +90,7 @@ class D3POMethod(Method):
         self.options = from_dict(D3POOptions, dict(options), "method_options")
         self.gen = gen
         self.pg = self.options.pg_config(gen.sampler.steps)
-        self.optimizer = attach_lora(gen, self.options.lora_rank, self.options.lr, seed)
+        self.optimizer = attach_lora(gen, self.options.lora_rank, self.options.lr, seed, self.options.lora_targets)
 
     def train_prompts(self, task: TaskSpec, n: int) -> list[str]:
         """Task prompts cycled so that each noise group shares one prompt."""

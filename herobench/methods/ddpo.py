@@ -19,6 +19,7 @@ from typing import Any, Literal
 import torch
 
 from herobench.config import from_dict, to_dict
+from herobench.core.lora import ATTENTION_TARGETS
 from herobench.core.losses import normalize_advantages
 from herobench.core.policy_gradient import PGConfig, ppo_update
 from herobench.errors import ConfigError, HerobenchError
@@ -29,6 +30,7 @@ from herobench.types import Feedback, Rollout
 @dataclass(frozen=True)
 class DDPOOptions:
     lora_rank: int = 4
+    lora_targets: tuple[str, ...] = ATTENTION_TARGETS  # UNet module-name suffixes the LoRA adapts
     lr: float = 3e-4
     n_train_timesteps: int = 0  # 0 = every denoising step (ddpo-pytorch timestep_fraction 1.0)
     clip_range: float = 1e-4
@@ -77,7 +79,7 @@ class DDPOMethod(Method):
         self.options = from_dict(DDPOOptions, dict(options), "method_options")
         self.gen = gen
         self.pg = self.options.pg_config(gen.sampler.steps)
-        self.optimizer = attach_lora(gen, self.options.lora_rank, self.options.lr, seed)
+        self.optimizer = attach_lora(gen, self.options.lora_rank, self.options.lr, seed, self.options.lora_targets)
 
     def learn(self, rollout: Rollout, feedback: Feedback, rng: torch.Generator) -> dict[str, float]:
         o = self.options

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 
 from herobench.config import from_dict, to_dict
+from herobench.core.lora import ATTENTION_TARGETS
 from herobench.core.losses import normalize_advantages
 from herobench.core.policy_gradient import PGConfig, ppo_update
 from herobench.errors import ConfigError, HerobenchError
@@ -65,6 +66,7 @@ class HeroOptions:
     triplet_margin: float = 0.5
     triplet_sampling: Literal["all_pairs", "sampled"] = "all_pairs"  # herobench; "sampled" = official code
     lora_rank: int = 4
+    lora_targets: tuple[str, ...] = ATTENTION_TARGETS  # UNet module-name suffixes the LoRA adapts
     lr: float = 1e-3
     n_train_timesteps: int = 5
     clip_range: float = 1e-4
@@ -127,7 +129,7 @@ class HeroMethod(Method):
         self.gen = gen
         self.pg = o.pg_config()
         self.custom_eval_noise = o.eval_from_pool
-        self.optimizer = attach_lora(gen, o.lora_rank, o.lr, seed)
+        self.optimizer = attach_lora(gen, o.lora_rank, o.lr, seed, o.lora_targets)
         c, h, w = gen.latent_shape
         self.encoder, self.head = build_representation((c, h, w), o.feature_dim, seed)
         self.encoder.to(gen.device)
