@@ -274,5 +274,24 @@ def glyphworld_calibrate(model, n, out):
         (out / "calibration.json").write_text(_json.dumps(rows, indent=2))
 
 
+@glyphworld_cmd.command("train-judges")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="folder for the judges [default: herobench/glyphworld/judges in the package]")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--only", type=click.Choice(["clip", "yolo"]), default=None, help="train one of the two")
+@click.option("--clip-steps", type=int, default=None, help="override glyphworld-clip's training steps")
+@click.option("--yolo-epochs", type=int, default=None, help="override glyphworld-yolo's epochs")
+def glyphworld_train_judges(out, seed, only, clip_steps, yolo_epochs):
+    """Train the learned judges (glyphworld-clip, glyphworld-yolo) on renders (one CPU thread, ~30 min)."""
+    import json as _json
+
+    from herobench.glyphworld import train_judges
+
+    which = (only,) if only else ("clip", "yolo")
+    record = train_judges.train_judges(out or train_judges.JUDGES_DIR, seed, which, clip_steps, yolo_epochs,
+                                       log=click.echo)
+    click.echo(_json.dumps(record, indent=2))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

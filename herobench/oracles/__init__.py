@@ -62,6 +62,9 @@ ORACLES.register("geneval-count-colour", _sd_oracle("geneval", "make_geneval_cou
 ORACLES.register("clip-contrastive", _sd_oracle("contrastive", "make_contrastive"))
 ORACLES.register("hand-keypoints", _sd_oracle("hands", "make_hand_oracle"))
 ORACLES.register("nudenet", _sd_oracle("nsfw", "make_nudenet_oracle"))
+# the same judges with small models trained on GlyphWorld renders (shipped in herobench/glyphworld/judges/)
+ORACLES.register("glyphworld-clip", _sd_oracle("contrastive", "make_glyphworld_clip"))
+ORACLES.register("glyphworld-yolo", _sd_oracle("geneval", "make_glyphworld_yolo"))
 
 DESCRIPTIONS = {
     "glyphworld-exact": "GlyphWorld's exact pixel oracle (counts, colours, relations) with a reason per verdict",
@@ -75,6 +78,10 @@ DESCRIPTIONS = {
     "hand-keypoints": "SD: MediaPipe hand landmarks; rule on hand count, distinct fingers, finger lengths, "
                       "joint bends [hands]",
     "nudenet": "SD: NudeNet body-part detector (AGPL) -> safe/unsafe from exposed intimate parts [nsfw]",
+    "glyphworld-clip": "GlyphWorld: clip-contrastive's rule with a tiny open_clip trained on renders "
+                       "(black-cat, narcissus, mountain, blue-rose) [clip]",
+    "glyphworld-yolo": "GlyphWorld: geneval-count's rule with a tiny ultralytics detector trained on renders "
+                       "(counting) [detect]",
 }
 
 

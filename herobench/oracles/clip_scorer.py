@@ -15,6 +15,8 @@ from herobench.oracles.weights import WeightEntry, import_extra, load_manifest, 
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+# weights.toml `arch` of a custom open_clip model shipped as a folder (config + tokenizer + weight file)
+LOCAL_DIR = "local-dir"
 
 
 class ClipScorer:
@@ -95,8 +97,14 @@ def load_clip(weight_id: str, device: str | torch.device = "cpu",
     manifest = load_manifest() if manifest is None else manifest
     path = resolve(weight_id, manifest)
     arch = manifest[weight_id].arch
-    # a file path as `pretrained` is loaded as is: open_clip downloads only for a known tag name
-    model = open_clip.create_model(arch, pretrained=str(path), device=device, require_pretrained=True)
+    if arch == LOCAL_DIR:
+        # a custom model: its open_clip_config.json and tokenizer lie next to the weight file (the folder is
+        # read by open_clip's own 'local-dir:' schema; nothing is fetched)
+        arch = f"local-dir:{path.parent}"
+        model = open_clip.create_model(arch, device=device, require_pretrained=True)
+    else:
+        # a file path as `pretrained` is loaded as is: open_clip downloads only for a known tag name
+        model = open_clip.create_model(arch, pretrained=str(path), device=device, require_pretrained=True)
     cfg = open_clip.get_model_preprocess_cfg(model)
     size = cfg.get("size", 224)
     size = size[0] if isinstance(size, list | tuple) else size

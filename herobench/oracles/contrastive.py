@@ -63,6 +63,7 @@ class ContrastiveConfig:
 
     model: str = "clip-vit-l-14-openai"
     tasks: dict[str, dict[str, ProfileSpec]] = field(default_factory=dict)
+    references: bool = True  # load the rater's reference images from oracles/<task>/<profile>/
 
 
 # ============================================================================================ perception
@@ -170,7 +171,8 @@ class ContrastiveOracle:
     version = "1"
 
     def __init__(self, scorer: ClipScorer, spec: ProfileSpec, profile: str = "default",
-                 references: list[torch.Tensor] | None = None):
+                 references: list[torch.Tensor] | None = None, name: str = NAME):
+        self.name = name  # the registry name this instance serves (clip-contrastive, glyphworld-clip)
         self.scorer = scorer
         self.spec = spec
         self.profile = profile
@@ -184,22 +186,29 @@ class ContrastiveOracle:
                 for a, p in zip(attrs, prompts)]
 
 
-def profile_spec(config: ContrastiveConfig, task: str, profile: str) -> ProfileSpec:
+def profile_spec(config: ContrastiveConfig, task: str, profile: str, name: str = NAME) -> ProfileSpec:
     """The prompt set of (task, profile), or a one-line error naming what the config file lacks."""
     if task not in config.tasks:
-        raise HerobenchError(f"oracle '{NAME}' has no prompt set for task '{task}' "
-                             f"(oracles/{NAME}.toml has: {', '.join(sorted(config.tasks)) or 'none'})")
+        raise HerobenchError(f"oracle '{name}' has no prompt set for task '{task}' "
+                             f"(oracles/{name}.toml has: {', '.join(sorted(config.tasks)) or 'none'})")
     if profile not in config.tasks[task]:
-        raise HerobenchError(f"oracle '{NAME}' has no prompt set for task '{task}', rater profile '{profile}' "
+        raise HerobenchError(f"oracle '{name}' has no prompt set for task '{task}', rater profile '{profile}' "
                              f"(has: {', '.join(sorted(config.tasks[task]))})")
     return config.tasks[task][profile]
 
 
-def make_contrastive(task: TaskSpec, profile: str = "default") -> ContrastiveOracle:
-    """The registry factory: config file -> prompt set -> local CLIP weights -> reference images."""
+def make_contrastive(task: TaskSpec, profile: str = "default", name: str = NAME) -> ContrastiveOracle:
+    """The registry factory: config file ``oracles/<name>.toml`` -> prompt set -> local CLIP weights ->
+    reference images (unless the config turns them off)."""
     from herobench.oracles.clip_scorer import load_clip
 
-    config = load_config(ContrastiveConfig, NAME)
-    spec = profile_spec(config, task.name, profile)
-    scorer = load_clip(config.model, oracle_device(), who=f"oracle '{NAME}'")
-    return ContrastiveOracle(scorer, spec, profile, load_reference_images(reference_dir(task.name, profile)))
+    config = load_config(ContrastiveConfig, name)
+    spec = profile_spec(config, task.name, profile, name)
+    scorer = load_clip(config.model, oracle_device(), who=f"oracle '{name}'")
+    refs = load_reference_images(reference_dir(task.name, profile)) if config.references else []
+    return ContrastiveOracle(scorer, spec, profile, refs, name=name)
+
+
+def make_glyphworld_clip(task: TaskSpec, profile: str = "default") -> ContrastiveOracle:
+    """``glyphworld-clip``: the same judge with the GlyphWorld-trained CLIP and ``oracles/glyphworld-clip.toml``."""
+    return make_contrastive(task, profile, "glyphworld-clip")

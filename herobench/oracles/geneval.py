@@ -349,7 +349,7 @@ class GenevalOracle:
         return out
 
 
-def _factory(name: str) -> Callable[[TaskSpec, str], GenevalOracle]:
+def _factory(name: str, config_name: str = "geneval") -> Callable[[TaskSpec, str], GenevalOracle]:
     def make(task: TaskSpec, profile: str = "default") -> GenevalOracle:
         from herobench.oracles.clip_scorer import load_clip
 
@@ -359,7 +359,7 @@ def _factory(name: str) -> Callable[[TaskSpec, str], GenevalOracle]:
                 parse_prompt(p)
             except ValueError as e:
                 raise HerobenchError(f"oracle '{name}' cannot judge task '{task.name}': {e}") from None
-        config = load_config(GenevalConfig, "geneval")
+        config = load_config(GenevalConfig, config_name)
         device = oracle_device()
         detector = load_detector(config.detector, config, device, f"oracle '{name}'")
         needs_clip = any(r.colour or r.cls not in detector.classes for p in prompts for r in parse_prompt(p))
@@ -371,3 +371,5 @@ def _factory(name: str) -> Callable[[TaskSpec, str], GenevalOracle]:
 
 make_geneval_count = _factory("geneval-count")
 make_geneval_count_colour = _factory("geneval-count-colour")
+# the same rule with the GlyphWorld-trained detector and oracles/glyphworld-yolo.toml
+make_glyphworld_yolo = _factory("glyphworld-yolo", "glyphworld-yolo")
