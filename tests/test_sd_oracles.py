@@ -390,6 +390,24 @@ def test_load_clip_from_a_local_file_and_score(tiny_clip, offline):
     assert p.shape == (3, 2) and torch.allclose(p.sum(1), torch.ones(3))
 
 
+def test_clip_scorer_feeds_a_half_precision_model_its_own_dtype(tiny_clip, offline):
+    # open_clip's bf16/fp16 precision keeps embeddings and norms in float32 (found on an H200: the images
+    # were cast to a float32 embedding's dtype and the fp16 convolution refused them)
+    import open_clip
+
+    from herobench.oracles.clip_scorer import ClipScorer
+
+    full = _tiny_scorer(tiny_clip)
+    model = open_clip.create_model("herobench-tiny-clip", pretrained=None, precision="bf16")
+    model.load_state_dict(full.model.state_dict())
+    assert {p.dtype for p in model.visual.parameters()} == {torch.float32, torch.bfloat16}
+    half = ClipScorer(model, open_clip.get_tokenizer("herobench-tiny-clip"), "cpu", image_size=full.image_size)
+    x = torch.rand(2, 3, 32, 32)
+    f = half.image_features(x)
+    assert f.dtype == torch.float32 and torch.allclose(f.norm(dim=1), torch.ones(2), atol=1e-5)
+    assert torch.allclose(f, full.image_features(x), atol=0.05)  # the same features, at bf16 precision
+
+
 def test_contrastive_oracle_with_random_clip(tiny_clip, offline):
     scorer = _tiny_scorer(tiny_clip)
     spec = load_config(ContrastiveConfig, "clip-contrastive").tasks["mountain"]["snowy"]
