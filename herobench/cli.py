@@ -260,14 +260,17 @@ def glyphworld_grid(task, out, n, seed, profile, truth, model, lora):
 @click.option("--model", default="glyphworld", show_default=True)
 @click.option("--n", type=int, default=256, show_default=True, help="samples per task prompt set")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="write calibration.json + grids here")
-def glyphworld_calibrate(model, n, out):
+@click.option("--guidance-scale", type=float, default=None,
+              help="measure at this CFG scale instead of the model card's (a sampler sweep)")
+def glyphworld_calibrate(model, n, out, guidance_scale):
     """Pretrained success rate and unreadable rate per task prompt (the model card's table)."""
     import json as _json
 
     from herobench.glyphworld import calibrate
     from herobench.harness.runner import resolve_model
 
-    rows = calibrate.calibrate(resolve_model(model), n=n, grid_dir=(out / "grids") if out else None)
+    rows = calibrate.calibrate(resolve_model(model), n=n, grid_dir=(out / "grids") if out else None,
+                               guidance_scale=guidance_scale)
     click.echo(calibrate.markdown_table(rows))
     if out:
         out.mkdir(parents=True, exist_ok=True)

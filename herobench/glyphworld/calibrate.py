@@ -7,6 +7,7 @@ only — never against how a finetuning method later performs.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -53,9 +54,14 @@ def sample_task(gen: Generator, prompts: list[str], n: int, seed: int, batch: in
     return torch.cat(images)
 
 
-def calibrate(model_dir: Path, n: int = 256, seed: int = 1234, grid_dir: Path | None = None) -> list[dict]:
-    """Sample ``n`` images per task prompt set and judge them; returns one row per (task, set, profile)."""
+def calibrate(model_dir: Path, n: int = 256, seed: int = 1234, grid_dir: Path | None = None,
+              guidance_scale: float | None = None) -> list[dict]:
+    """Sample ``n`` images per task prompt set and judge them; returns one row per (task, set, profile).
+
+    ``guidance_scale``: sample at this CFG scale instead of the model card's (the rest of its sampler kept)."""
     gen = load_generator(model_dir)
+    if guidance_scale is not None:
+        gen.sampler = dataclasses.replace(gen.sampler, guidance_scale=guidance_scale)
     cache: dict[tuple[str, str], tuple[list[str], torch.Tensor]] = {}
     out = []
     for task, which, prof in calibration_rows():
