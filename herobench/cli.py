@@ -108,7 +108,8 @@ def run_cmd(task, method, budget, seed, model, oracle, rater_kind, host, port, c
         summary = execute(r)
     finally:
         r.close()
-    click.echo(format_summary(r.dir.path, summary))
+    if r.main:  # several processes (accelerate launch): the main one alone reports
+        click.echo(format_summary(r.dir.path, summary))
 
 
 def _rater_overrides(rater: str | None, host: str | None, port: int | None, oracle: str | None) -> list[str]:
