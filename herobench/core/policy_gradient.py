@@ -94,12 +94,15 @@ def _world(accelerator) -> int:
     return 1 if accelerator is None else accelerator.num_processes
 
 
+def process_shares(n: int, accelerator=None) -> tuple[torch.Tensor, ...]:
+    """``0..n-1`` split into one contiguous part per process, in process order (sizes differ by at most
+    one; a part may be empty); one part with no accelerator or one process."""
+    return torch.arange(n).tensor_split(_world(accelerator))
+
+
 def process_share(n: int, accelerator=None) -> torch.Tensor:
-    """The indices of ``0..n-1`` this process works on: all of them with no accelerator or one process,
-    else its contiguous part (sizes differ by at most one; a part may be empty)."""
-    if _world(accelerator) == 1:
-        return torch.arange(n)
-    return torch.arange(n).tensor_split(accelerator.num_processes)[accelerator.process_index]
+    """The indices of ``0..n-1`` this process works on (its part of :func:`process_shares`)."""
+    return process_shares(n, accelerator)[0 if _world(accelerator) == 1 else accelerator.process_index]
 
 
 def _micro_batches(n: int, size: int, accelerator) -> list[torch.Tensor]:

@@ -36,11 +36,15 @@ def calibration_rows() -> list[tuple[str, str, str]]:
     return rows
 
 
-def load_generator(model_dir: Path, sampler: SamplerConfig | None = None, device: str = "cpu") -> Generator:
+def load_generator(model_dir: Path, sampler: SamplerConfig | None = None, device: str = "cpu",
+                   guidance_scale: float | None = None) -> Generator:
+    """The model with ``sampler`` (default: its card's), at ``guidance_scale`` when given."""
     if sampler is None:
         from herobench.harness.runner import model_card  # the one reader of <model>/herobench.json
 
         sampler = SamplerConfig(**model_card(Path(model_dir))["sampler"])
+    if guidance_scale is not None:
+        sampler = dataclasses.replace(sampler, guidance_scale=guidance_scale)
     return Generator(load_components(model_dir, device=device), sampler, device=device)
 
 
@@ -59,9 +63,7 @@ def calibrate(model_dir: Path, n: int = 256, seed: int = 1234, grid_dir: Path | 
     """Sample ``n`` images per task prompt set and judge them; returns one row per (task, set, profile).
 
     ``guidance_scale``: sample at this CFG scale instead of the model card's (the rest of its sampler kept)."""
-    gen = load_generator(model_dir)
-    if guidance_scale is not None:
-        gen.sampler = dataclasses.replace(gen.sampler, guidance_scale=guidance_scale)
+    gen = load_generator(model_dir, guidance_scale=guidance_scale)
     cache: dict[tuple[str, str], tuple[list[str], torch.Tensor]] = {}
     out = []
     for task, which, prof in calibration_rows():

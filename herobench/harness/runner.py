@@ -25,7 +25,7 @@ from herobench.core.generator import Generator, SamplerConfig
 from herobench.core.images import sha256_of_image
 from herobench.core.lora import load_lora, save_lora
 from herobench.core.pipeline import load_components
-from herobench.core.policy_gradient import process_share
+from herobench.core.policy_gradient import process_share, process_shares
 from herobench.errors import HerobenchError
 from herobench.harness.evaluate import eval_noise, summarise
 from herobench.harness.ledger import FeedbackLedger
@@ -65,7 +65,7 @@ def _from_main(obj, acc):
 
 def _gather_rows(x: torch.Tensor, n: int, acc) -> torch.Tensor:
     """The ``n`` rows of a batch from each process' ``process_share`` of them, on every process."""
-    sizes = [len(share) for share in torch.arange(n).tensor_split(acc.num_processes)]
+    sizes = [len(share) for share in process_shares(n, acc)]
     m = max(sizes)
     padded = torch.cat([x, x.new_zeros((m - len(x), *x.shape[1:]))]).to(acc.device)
     everything = acc.gather(padded)  # (processes · m) rows, in process order
@@ -163,7 +163,7 @@ class Run:
                 seed=settings.seed,
             )
         budget = settings.budget_labels if self.method.trains else 0
-        if accelerator is not None and settings.rater.kind == "human":
+        if accelerator is not None and human:
             raise HerobenchError("a human rater labels one process' batches: run it without accelerate launch")
         self.ledger = FeedbackLedger.open(run_dir.labels, budget) if self.main else None
         self.budget = budget
@@ -171,7 +171,7 @@ class Run:
         self.labels_done = 0  # labels of those iterations (the ledger may hold one more, not yet learned)
         self.best_score: float | None = None
         self.timings: dict[str, float] = {}
-        if settings.rater.kind == "human":  # last: it starts serving the labelling page
+        if human:  # last: it starts serving the labelling page
             from herobench.harness.human import HumanRater
 
             self.rater = HumanRater(run_dir.path / "human", host=settings.rater.host, port=settings.rater.port)
@@ -382,7 +382,6 @@ def prepare(settings: RunSettings, out: Path | str = "runs", resume: Path | str 
             progress: bool = True) -> Run:
     """Create (or reopen, with ``resume``) a run folder and build the run. Under ``accelerate launch``
     with several processes every process builds the run; the main one alone creates the folder."""
-    acc = None
     if resume is not None:
         rd = RunDir(Path(resume))
         if not rd.config_json.exists():

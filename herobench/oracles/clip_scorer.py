@@ -61,14 +61,14 @@ class ClipScorer:
     @torch.no_grad()
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """``B×3×H×W`` in ``[0, 1]`` -> ``B×D`` unit-norm float32 features (CPU)."""
+        # the image tower's input dtype: its first convolution's (open_clip's fp16/bf16 precision keeps
+        # embeddings and norms in float32)
+        tower = getattr(self.model, "visual", self.model)
+        conv = next((m for m in tower.modules() if isinstance(m, torch.nn.Conv2d)), None)
+        dtype = conv.weight.dtype if conv is not None else next(tower.parameters()).dtype
         out = []
         for s in range(0, images.shape[0], self.batch_size):
             x = self.preprocess(images[s:s + self.batch_size]).to(self.device)
-            # the image tower's input dtype: its first convolution's (open_clip's fp16/bf16 precision
-            # keeps embeddings and norms in float32)
-            tower = getattr(self.model, "visual", self.model)
-            conv = next((m for m in tower.modules() if isinstance(m, torch.nn.Conv2d)), None)
-            dtype = conv.weight.dtype if conv is not None else next(tower.parameters()).dtype
             out.append(F.normalize(self.model.encode_image(x.to(dtype)).float(), dim=-1).cpu())
         return torch.cat(out) if out else torch.zeros(0, 0)
 
