@@ -6,7 +6,15 @@ import pandas as pd
 import pytest
 
 from herobench.errors import HerobenchError
-from herobench.harness.report import curve_table, labels_to_target, load_runs, plot_curves, write_report
+from herobench.harness.report import (
+    curve_table,
+    labels_to_target,
+    load_runs,
+    paper_table,
+    plot_curves,
+    value_at,
+    write_report,
+)
 from herobench.harness.runlog import RunDir, append_jsonl, write_json_atomic
 
 
@@ -104,7 +112,8 @@ def test_labels_to_target_with_bootstrap_ci(runs):
 
 def test_write_report(runs, tmp_path):
     written = write_report(runs, tmp_path / "report", targets=[0.5])
-    assert {"runs.csv", "curves.csv", "curves_hand.png", "labels_to_target.csv"} <= set(written)
+    assert {"runs.csv", "curves.csv", "curves_hand.png", "labels_to_target.csv", "tables.md"} <= set(written)
+    assert "## At 512 labels" in written["tables.md"].read_text()
     assert len(pd.read_csv(written["runs.csv"])) == 9
     assert len(pd.read_csv(written["curves.csv"])) == 5
     assert written["curves_hand.png"].read_bytes()[:4] == b"\x89PNG"
@@ -136,3 +145,20 @@ def test_torn_and_malformed_eval_lines(runs):
     evals.write_text('{"labels": 0, "success_rate": 0.1}\n{"labels": 64}\n')
     with pytest.raises(HerobenchError, match=r"evals.jsonl: line 2 lacks 'labels' or 'success_rate'"):
         load_runs(runs)
+
+
+def test_paper_table_layout_mean_std_and_short_runs(tmp_path, runs):
+    runs = [*runs, fake_run(tmp_path, "hand-hero-s2", "hero", 2, [(0, 0.1), (64, 0.5)]),  # killed early
+            fake_run(tmp_path, "mountain-hero-s0", "hero", 0, [(0, 0.2), (128, 0.6)], task="mountain",
+                     profile="snowy")]
+    df = load_runs(runs)
+    at = value_at(df, 128)
+    s2 = at[(at.method == "hero") & (at.seed == 2) & (at.task == "hand")].iloc[0]
+    assert (s2.labels, s2.success_rate, bool(s2.short)) == (64, 0.5, True)
+    assert not at[at.method == "pretrained"].short.any()  # spends no labels: never "short"
+    table = paper_table(df, 128).splitlines()
+    assert table[0] == "| method | hand | mountain (snowy) |"
+    assert table[2].startswith("| pretrained | 0.120 n=1 | — |")  # baselines first (Table 2's order)
+    hero = [0.5, 0.4, 0.5]  # seeds 0 and 1 at 128 labels, seed 2 at its last point (64)
+    assert table[3] == (f"| hero | {np.mean(hero):.3f} ({np.std(hero, ddof=1):.3f}) † n=3 | 0.600 n=1 |")
+    assert "(no evaluations" in paper_table(df, 128, prompt_set="train")

@@ -206,11 +206,83 @@ def labels_to_target(
     return pd.DataFrame(rows, columns=cols)
 
 
+# row order of the paper-style tables (HERO's Table 2 lists baselines first); other methods follow by name
+TABLE_METHOD_ORDER = ["pretrained", "enhanced", "dreambooth", "ddpo", "d3po", "hero-no-repr", "hero-no-fgg", "hero"]
+
+
+def value_at(df: pd.DataFrame, at_labels: int) -> pd.DataFrame:
+    """Per run and prompt set: the success rate at the last evaluation with at most ``at_labels`` labels.
+    ``short`` is True when a run that spends labels (budget > 0) stopped before ``at_labels``."""
+    rows = []
+    for (_path, prompt_set), run in df.groupby(["path", "prompt_set"], sort=True):
+        upto = run[run["labels"] <= at_labels].sort_values("labels")
+        if upto.empty:
+            continue
+        last = upto.iloc[-1]
+        budget = pd.to_numeric(last["budget_labels"], errors="coerce")
+        spends = bool(np.isfinite(budget) and budget > 0)
+        rows.append({**{k: last[k] for k in (*CURVE_KEYS, "seed")}, "prompt_set": prompt_set,
+                     "labels": int(last["labels"]), "success_rate": float(last["success_rate"]),
+                     "short": spends and int(last["labels"]) < at_labels})
+    return pd.DataFrame(rows, columns=[*CURVE_KEYS, "seed", "labels", "success_rate", "short"])
+
+
+def paper_table(df: pd.DataFrame, at_labels: int, prompt_set: str = "eval") -> str:
+    """HERO's Table-2 layout in markdown: one row per method, one column per task (and rater profile),
+    each cell the mean (std over seeds) success rate at ``at_labels`` labels on ``prompt_set``.
+
+    A cell marked † includes a seed that stopped before ``at_labels`` (its last point is used); a method
+    that spends no labels is shown at its single evaluation."""
+    vals = value_at(df[df["prompt_set"] == prompt_set], at_labels)
+    if vals.empty:
+        return f"(no evaluations on the '{prompt_set}' prompts at or below {at_labels} labels)"
+    vals["column"] = [t if p == "default" else f"{t} ({p})" for t, p in zip(vals["task"], vals["profile"])]
+    if vals["model"].nunique() > 1:
+        vals["column"] = vals["column"] + " [" + vals["model"] + "]"
+    columns = sorted(vals["column"].unique())
+    known = [m for m in TABLE_METHOD_ORDER if m in set(vals["method"])]
+    methods = known + sorted(set(vals["method"]) - set(known))
+    lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for method in methods:
+        cells = []
+        for col in columns:
+            g = vals[(vals["method"] == method) & (vals["column"] == col)]
+            if g.empty:
+                cells.append("—")
+                continue
+            r = g["success_rate"].to_numpy(float)
+            std = f" ({r.std(ddof=1):.3f})" if len(r) > 1 else ""
+            cells.append(f"{r.mean():.3f}{std}{' †' if g['short'].any() else ''} n={len(r)}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def table_label_points(df: pd.DataFrame) -> list[int]:
+    """The label counts the paper-style tables are written at: 512 (Table 2's ~0.5K) and every larger
+    budget the runs had (e.g. 1,152 for hand)."""
+    budgets = pd.to_numeric(df["budget_labels"], errors="coerce").dropna().astype(int)
+    return sorted({512, *(int(b) for b in budgets if b > 512)})
+
+
+def write_tables(df: pd.DataFrame, path: str | Path, at_labels: Sequence[int] | None = None) -> Path:
+    """``tables.md``: :func:`paper_table` at each label count (default :func:`table_label_points`)."""
+    parts = ["# Success rate at a label budget (HERO Table-2 layout)", "",
+             "Mean (std over seeds) success on each task's evaluation prompts; n = runs (seeds). † = a seed "
+             "stopped before the budget: its last point is used. Methods that spend no labels are shown at "
+             "their single evaluation.", ""]
+    for at in at_labels or table_label_points(df):
+        parts += [f"## At {at:,} labels", "", paper_table(df, at), ""]
+    path = Path(path)
+    path.write_text("\n".join(parts))
+    return path
+
+
 def write_report(
     run_dirs: Iterable[str | Path], out_dir: str | Path, targets: Sequence[float] = ()
 ) -> dict[str, Path]:
-    """Write ``runs.csv`` (tidy), ``curves.csv``, ``curves_<task>.png`` per task, and
-    ``labels_to_target.csv`` when ``targets`` are given; ``runs.parquet`` too if pyarrow is installed.
+    """Write ``runs.csv`` (tidy), ``curves.csv``, ``curves_<task>.png`` per task, ``tables.md`` (the
+    paper-style tables), and ``labels_to_target.csv`` when ``targets`` are given; ``runs.parquet`` too if
+    pyarrow is installed.
 
     Returns:
         name -> path of every file written.
@@ -231,6 +303,7 @@ def write_report(
     for task, sub in df.groupby("task", sort=True):
         name = f"curves_{task}.png"
         written[name] = plot_curves(sub, out / name, title=str(task))
+    written["tables.md"] = write_tables(df, out / "tables.md")
     if targets:
         written["labels_to_target.csv"] = out / "labels_to_target.csv"
         table = pd.concat([labels_to_target(df, t) for t in targets], ignore_index=True)
