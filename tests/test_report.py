@@ -40,6 +40,14 @@ def runs(tmp_path):
     ]
 
 
+def test_a_method_that_spends_no_labels_is_never_short(tmp_path):
+    # a grid records its budget for every cell, pretrained included; that run still spends none
+    df = load_runs([fake_run(tmp_path, "hand-pretrained-s0", "pretrained", 0, [(0, 0.12)], budget=1152),
+                    fake_run(tmp_path, "hand-hero-s0", "hero", 0, [(0, 0.1), (64, 0.2)], budget=1152)])
+    at = value_at(df, 512).set_index("method")
+    assert not at.loc["pretrained", "short"] and at.loc["hero", "short"]
+
+
 def test_load_runs_is_tidy(runs):
     df = load_runs(runs)
     assert len(df) == 9

@@ -210,9 +210,20 @@ def labels_to_target(
 TABLE_METHOD_ORDER = ["pretrained", "enhanced", "dreambooth", "ddpo", "d3po", "hero-no-repr", "hero-no-fgg", "hero"]
 
 
+def _method_trains(name: str) -> bool:
+    """Whether a registered method spends labels (pretrained/enhanced do not); unknown names are assumed to."""
+    from herobench.methods import METHODS
+
+    try:
+        return bool(METHODS.get(name)().trains)
+    except Exception:  # a method not registered in this version of herobench
+        return True
+
+
 def value_at(df: pd.DataFrame, at_labels: int) -> pd.DataFrame:
     """Per run and prompt set: the success rate at the last evaluation with at most ``at_labels`` labels.
-    ``short`` is True when a run that spends labels (budget > 0) stopped before ``at_labels``."""
+    ``short`` is True when a run that spends labels (a training method, budget > 0) stopped before
+    ``at_labels``."""
     rows = []
     for (_path, prompt_set), run in df.groupby(["path", "prompt_set"], sort=True):
         upto = run[run["labels"] <= at_labels].sort_values("labels")
@@ -220,7 +231,7 @@ def value_at(df: pd.DataFrame, at_labels: int) -> pd.DataFrame:
             continue
         last = upto.iloc[-1]
         budget = pd.to_numeric(last["budget_labels"], errors="coerce")
-        spends = bool(np.isfinite(budget) and budget > 0)
+        spends = bool(np.isfinite(budget) and budget > 0 and _method_trains(str(last["method"])))
         rows.append({**{k: last[k] for k in (*CURVE_KEYS, "seed")}, "prompt_set": prompt_set,
                      "labels": int(last["labels"]), "success_rate": float(last["success_rate"]),
                      "short": spends and int(last["labels"]) < at_labels})
