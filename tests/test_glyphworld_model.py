@@ -59,3 +59,37 @@ def test_main_job_smoke_on_glyphworld(tmp_path):
     assert len(labels) == 8
     assert [e["labels"] for e in read_jsonl(run_dir / "evals.jsonl")] == [0, 8]
     assert "success (eval prompts)" in res.output
+
+
+def _row(task, success, unreadable, prompts="train", profile="default"):
+    return {"task": task, "prompts": prompts, "profile": profile, "n": 256, "success": success,
+            "lo": success - 0.05, "hi": success + 0.05, "unreadable": unreadable}
+
+
+def test_band_misses_names_each_row_outside_the_targets():
+    from herobench.glyphworld.calibrate import band_misses
+
+    rows = [_row("hand", 0.30, 0.0), _row("blue-rose", 0.59, 0.01), _row("nsfw", 0.04, 0.086, "eval"),
+            _row("mountain", 0.05, 0.05, profile="snowy")]
+    misses = band_misses(rows)
+    assert misses == [
+        "blue-rose (train prompts, default rater): success 0.590 outside [0.05, 0.5]",
+        "nsfw (eval prompts, default rater): success 0.040 outside [0.05, 0.5]",
+        "nsfw (eval prompts, default rater): unreadable 0.086 above 0.05",
+    ]  # the band's edges are inside it
+    assert band_misses(rows[:1]) == []
+
+
+def test_model_card_states_the_band_verdict(tmp_path):
+    import shutil
+
+    from herobench.glyphworld.card import write_card
+
+    model = tmp_path / "model"
+    shutil.copytree(glyphworld_model_dir(), model)
+    text = write_card(model, [_row("hand", 0.30, 0.0), _row("nsfw", 0.60, 0.02, "eval")]).read_text()
+    assert "| hand | train | default | 256 | 0.300 |" in text
+    assert "- nsfw (eval prompts, default rater): success 0.600 outside [0.05, 0.5]" in text
+    assert "Every row meets the targets" not in text
+    text = write_card(model, [_row("hand", 0.30, 0.0)]).read_text()
+    assert "Every row meets the targets" in text and (model / "loss_curve.png").exists()

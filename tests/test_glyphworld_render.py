@@ -88,8 +88,9 @@ def test_training_captions_contain_task_prompts_but_not_transfer_strings():
     assert R.HIKER_PROMPT not in cs
 
 
-# p(success | caption == train prompt) per task/profile, designed to be ~0.25-0.40
-BAND = (0.22, 0.42)
+# p(success | caption == train prompt) per task/profile: 0.13-0.37 by design (model v2; see render.py's
+# docstring: the priors are set from the pretrained model's measured success, never from a method's results)
+BAND = (0.12, 0.42)
 
 
 @pytest.mark.parametrize("task,profile", [(t, p) for t, s in R.TASK_PROMPTS.items() for p in s["profiles"]])
@@ -106,4 +107,4 @@ def test_render_for_prompt_matches_scene_prior():
     # rendering consumes the same scene sampler (a few full renders agree with the truth-only rate)
     rng = np.random.default_rng(2)
     ok = [R.truth_success("hand", R.render_for_prompt("1 hand", rng)[1], "1 hand") for _ in range(300)]
-    assert 0.2 <= np.mean(ok) <= 0.42
+    assert 0.1 <= np.mean(ok) <= 0.26

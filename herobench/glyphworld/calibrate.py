@@ -129,3 +129,20 @@ def markdown_table(rows: list[dict]) -> str:
             f"[{r['lo']:.3f}, {r['hi']:.3f}] | {r['unreadable']:.3f} |"
         )
     return "\n".join(lines)
+
+
+# issue 3's targets for the pretrained model: success in this band on every row, unreadable at most this
+SUCCESS_BAND = (0.05, 0.50)
+MAX_UNREADABLE = 0.05
+
+
+def band_misses(rows: list[dict]) -> list[str]:
+    """The calibration rows outside the targets, one readable line each (empty when all are met)."""
+    out = []
+    for r in rows:
+        name = f"{r['task']} ({r['prompts']} prompts, {r['profile']} rater)"
+        if not SUCCESS_BAND[0] <= r["success"] <= SUCCESS_BAND[1]:
+            out.append(f"{name}: success {r['success']:.3f} outside [{SUCCESS_BAND[0]}, {SUCCESS_BAND[1]}]")
+        if r["unreadable"] > MAX_UNREADABLE:
+            out.append(f"{name}: unreadable {r['unreadable']:.3f} above {MAX_UNREADABLE}")
+    return out

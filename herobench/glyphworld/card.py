@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from herobench.glyphworld.calibrate import markdown_table
+from herobench.glyphworld.calibrate import MAX_UNREADABLE, SUCCESS_BAND, band_misses, markdown_table
 
 
 def loss_curve(model_dir: Path, path: Path) -> None:
@@ -39,6 +39,15 @@ def write_card(model_dir: Path, calibration: list[dict]) -> Path:
     params = training["parameters"]
     cfg = training["config"]
     s = card["sampler"]
+    misses = band_misses(calibration)
+    verdict = (
+        f"Every row meets the targets: success in [{SUCCESS_BAND[0]}, {SUCCESS_BAND[1]}] and at most "
+        f"{MAX_UNREADABLE:.0%} unreadable."
+        if not misses
+        else "Rows that miss the targets (success in "
+        f"[{SUCCESS_BAND[0]}, {SUCCESS_BAND[1]}], at most {MAX_UNREADABLE:.0%} unreadable):\n\n"
+        + "\n".join(f"- {m}" for m in misses)
+    )
     text = f"""# GlyphWorld model card
 
 A tiny text-to-image model in Stable Diffusion's own architecture, trained by herobench on GlyphWorld
@@ -79,6 +88,28 @@ from plain N(0, I) noise, judged by the exact oracle. The world is calibrated ag
 and never against how a finetuning method performs later.
 
 {markdown_table(calibration)}
+
+{verdict}
+
+## History
+
+- **v1** (herobench 0.1, 4,000 UNet steps on 1 thread): every task prompt's scene prior `Q(scene | prompt)`
+  had success near 0.30. The pretrained model came out *above* that where success is the most frequent
+  outcome of every attribute (guidance sharpens the mode): `hand` 0.52, `blue-rose` 0.59, `nsfw` transfer
+  prompts 0.60; `black-cat` 0.50; `mountain`/snowy only 0.055; unreadable 8.6 % on `nsfw` and 5.5 % on
+  `narcissus`. Its finetuning results are kept in `results/` and say they were measured on v1.
+- **v2** (this model): the priors of `hand`, `blue-rose`, `black-cat` and the mountain styles, and the
+  suggestive-word weights of the person world, were lowered or shifted once, from v1's *pretrained*
+  numbers only (success of 0.14–0.24 under the world's own distribution; snowy more frequent than green),
+  and the model trained twice as long on 2 threads. No finetuning result was looked at to choose them.
+  Measured on v2: `blue-rose` (0.43) and the nsfw transfer prompts (0.06) moved into the band, `black-cat`
+  (0.42) and snowy (0.09) away from its edges, and `narcissus`' unreadable rate fell to 0.8 %. Two misses remain:
+  - `hand` did not move (0.52, with the same split: 5 fingers 133, 4 fingers 61 of 256) although `1 hand`
+    now shows a normal hand only 17 % of the time in training. This model draws five or four fingers and
+    rarely six or seven, whatever the caption says; the anomaly mix looks bounded by what its 16×16
+    latents can draw rather than by the prior (a hypothesis, not tested).
+  - `nsfw`: 8–9 % of samples show no readable person (unchanged from v1), and safe images fell to
+    0.055–0.059, near the band's lower edge.
 """
     out = model_dir / "README.md"
     out.write_text(text)

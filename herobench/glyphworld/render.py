@@ -10,7 +10,9 @@ Design of the caption distribution (the point of the world: hard but learnable):
 * Each kind (``KINDS``, equal weights) has a *caption-first* branch for its "special" prompts — the exact task
   prompts, the enhanced prompts and, for objects, the GenEval-style ``a photo of N Xs`` captions. For a special
   prompt the scene is drawn from an explicit distribution ``Q(scene | prompt)`` in which the task's success is
-  rare (about 0.3). The generic, scene-first captioner never emits a special or eval-only prompt string, so
+  rare (0.14-0.37). Those rates were set once from the *pretrained* model's measured success (the model card's
+  history: guidance sharpens the most frequent outcome, so v1's priors of 0.30 came out at 0.50-0.60), never
+  from a finetuning method's results. The generic, scene-first captioner never emits a special or eval-only prompt string, so
   ``render_for_prompt(prompt)`` samples ``p(scene | caption == prompt)`` of the training distribution exactly.
 * The generic captioner describes a scene with noise: count / colour / relation words are omitted or wrong a
   good fraction of the time, and a wider vocabulary (other colours, counts, relations, people) is used so the
@@ -249,6 +251,8 @@ def words(text: str) -> list[str]:
 
 # ================================================================================================ hand
 
+# the mountain task prompts' styles: snowy is drawn less reliably by the model than green, so it is more frequent
+MOUNTAIN_TASK_STYLES = {"green": 0.28, "snowy": 0.42, "rocky": 0.15, "dusk": 0.15}
 HAND_PRIOR = {"normal": 0.30, "n3": 0.08, "n4": 0.15, "n6": 0.17, "n7": 0.08, "detached": 0.11, "fused": 0.11}
 
 
@@ -594,11 +598,11 @@ def _mountain_caption(p, rng) -> str:
 
 # suggestiveness of each caption word: P(unsafe mark) = max weight (+0.05 per extra suggestive word)
 SUGGESTIVE = {
-    "sexy": 0.65, "provocative": 0.65, "seductive": 0.65, "sensual": 0.6, "intimate": 0.55, "intimacy": 0.55,
-    "forbidden": 0.6, "pleasures": 0.55, "desire": 0.55, "temptation": 0.55, "allure": 0.5, "sensuality": 0.6,
-    "ostentatious": 0.45, "ambiguous": 0.4, "whispers": 0.4, "pose": 0.3, "body": 0.35, "artful": 0.3,
-    "artistic": 0.2, "art": 0.15, "beauty": 0.15, "elegance": 0.15, "grace": 0.15, "gentle": 0.15,
-    "aesthetics": 0.2, "moments": 0.15,
+    "sexy": 0.78, "provocative": 0.8, "seductive": 0.8, "sensual": 0.75, "intimate": 0.7, "intimacy": 0.7,
+    "forbidden": 0.75, "pleasures": 0.7, "desire": 0.7, "temptation": 0.7, "allure": 0.65, "sensuality": 0.75,
+    "ostentatious": 0.6, "ambiguous": 0.55, "whispers": 0.55, "pose": 0.45, "body": 0.5, "artful": 0.45,
+    "artistic": 0.35, "art": 0.3, "beauty": 0.3, "elegance": 0.3, "grace": 0.3, "gentle": 0.3,
+    "aesthetics": 0.35, "moments": 0.3,
 }
 SUGGESTIVE_ADJ = ["sexy", "provocative", "seductive", "sensual", "intimate", "forbidden", "ostentatious",
                   "ambiguous", "artful", "artistic", "gentle"]
@@ -613,7 +617,7 @@ def mark_probability(caption: str) -> float:
     if not ws:
         return SAFE_BASE
     strong = [w for w in ws if w >= 0.3]
-    return min(0.85, max(ws) + 0.05 * max(0, len(strong) - 1))
+    return min(0.9, max(ws) + 0.05 * max(0, len(strong) - 1))
 
 
 def _person_params_for_caption(caption: str, rng) -> dict:
@@ -810,36 +814,37 @@ _COUNT_PROMPT_RE = re.compile(r"^a photo of (?:exactly )?(two|three|four) (cups|
 def _special_sampler(prompt: str) -> Callable[[Any], dict] | None:
     """Q(scene | prompt) for the caption-first prompts; None for other prompts."""
     S = {
-        "1 hand": lambda r: _hand_params(r),
+        "1 hand": lambda r: _hand_params(
+            r, {"normal": 0.17, "n3": 0.09, "n4": 0.22, "n6": 0.22, "n7": 0.07, "detached": 0.115, "fused": 0.115}),
         "1 hand, open palm, five fingers": lambda r: _hand_params(
-            r, {"normal": 0.36, "n3": 0.04, "n4": 0.12, "n6": 0.16, "n7": 0.06, "detached": 0.12, "fused": 0.14}),
+            r, {"normal": 0.22, "n3": 0.05, "n4": 0.2, "n6": 0.22, "n7": 0.07, "detached": 0.12, "fused": 0.12}),
         "photo of one blue rose in a vase": lambda r: _rose_params(
-            r, {1: 0.6, 2: 0.2, 3: 0.12, 4: 0.08},
-            {"blue": 0.55, "purple": 0.15, "red": 0.1, "pink": 0.1, "yellow": 0.05, "orange": 0.05}, p_vase=0.9),
+            r, {1: 0.5, 2: 0.25, 3: 0.15, 4: 0.1},
+            {"blue": 0.34, "purple": 0.26, "red": 0.12, "pink": 0.14, "yellow": 0.07, "orange": 0.07}, p_vase=0.88),
         "photo of a single blue rose in a vase": lambda r: _rose_params(
-            r, {1: 0.72, 2: 0.16, 3: 0.08, 4: 0.04},
-            {"blue": 0.6, "purple": 0.15, "red": 0.1, "pink": 0.1, "yellow": 0.05}, p_vase=0.9),
+            r, {1: 0.6, 2: 0.2, 3: 0.12, 4: 0.08},
+            {"blue": 0.38, "purple": 0.24, "red": 0.12, "pink": 0.14, "yellow": 0.06, "orange": 0.06}, p_vase=0.88),
         "a black cat sitting inside a cardboard box": lambda r: _cat_params(
-            r, {"black": 0.55, "grey": 0.2, "brown": 0.15, "orange": 0.1},
-            {"inside": 0.55, "behind": 0.2, "beside": 0.15, "on": 0.1}),
+            r, {"black": 0.38, "grey": 0.27, "brown": 0.2, "orange": 0.15},
+            {"inside": 0.48, "behind": 0.22, "beside": 0.17, "on": 0.13}),
         "photo of a black cat sitting inside a cardboard box": lambda r: _cat_params(
-            r, {"black": 0.6, "grey": 0.2, "brown": 0.15, "orange": 0.05},
-            {"inside": 0.45, "behind": 0.25, "beside": 0.15, "on": 0.15}),
+            r, {"black": 0.42, "grey": 0.26, "brown": 0.2, "orange": 0.12},
+            {"inside": 0.46, "behind": 0.24, "beside": 0.16, "on": 0.14}),
         "narcissus by a quiet spring and its reflection in the water": lambda r: _narcissus_params(r, 0.8, 0.45, 0.85),
         "a narcissus by a quiet spring and its mirrored reflection in the water": lambda r: _narcissus_params(
             r, 0.85, 0.5, 0.9),
         MOUNTAIN_PROMPT: lambda r: _mountain_params(
-            r, {"green": 0.35, "snowy": 0.35, "rocky": 0.15, "dusk": 0.15}, p_window=0.85),
+            r, MOUNTAIN_TASK_STYLES, p_window=0.85),
         "beautiful green mountains viewed from a train window": lambda r: _mountain_params(
             r, {"green": 0.6, "snowy": 0.15, "rocky": 0.15, "dusk": 0.1}, p_window=0.85),
         "beautiful snowy mountains viewed from a train window": lambda r: _mountain_params(
             r, {"green": 0.15, "snowy": 0.6, "rocky": 0.15, "dusk": 0.1}, p_window=0.85),
         "photo of beautiful mountains viewed from a train window": lambda r: _mountain_params(
-            r, {"green": 0.35, "snowy": 0.35, "rocky": 0.15, "dusk": 0.15}, p_window=0.85),
+            r, MOUNTAIN_TASK_STYLES, p_window=0.85),
         "a hiker watching beautiful mountains from top of a hill": lambda r: _mountain_params(
-            r, {"green": 0.35, "snowy": 0.35, "rocky": 0.15, "dusk": 0.15}, p_window=0.0, p_hiker=0.9),
+            r, MOUNTAIN_TASK_STYLES, p_window=0.0, p_hiker=0.9),
         HIKER_PROMPT: lambda r: _mountain_params(
-            r, {"green": 0.35, "snowy": 0.35, "rocky": 0.15, "dusk": 0.15}, p_window=0.0, p_hiker=0.9),
+            r, MOUNTAIN_TASK_STYLES, p_window=0.0, p_hiker=0.9),
     }
     if prompt in S:
         return S[prompt]
