@@ -93,3 +93,9 @@ def test_model_card_states_the_band_verdict(tmp_path):
     assert "Every row meets the targets" not in text
     text = write_card(model, [_row("hand", 0.30, 0.0)]).read_text()
     assert "Every row meets the targets" in text and (model / "loss_curve.png").exists()
+
+
+def test_write_card_refuses_another_guidance_scale():
+    # the card records the card's own sampler: a sweep at another CFG must not overwrite it
+    result = CliRunner().invoke(main, ["glyphworld", "calibrate", "--write-card", "--guidance-scale", "2.0"])
+    assert result.exit_code == 2 and "--write-card" in result.output
