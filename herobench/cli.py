@@ -290,8 +290,8 @@ def glyphworld_calibrate(model, n, out, guidance_scale, write_card):
     if write_card:
         from herobench.glyphworld.card import write_card as _write_card
 
-        (Path(model_dir) / "calibration.json").write_text(_json.dumps(rows, indent=2))
-        click.echo(f"wrote {_write_card(Path(model_dir), rows)}")
+        (model_dir / "calibration.json").write_text(_json.dumps(rows, indent=2))
+        click.echo(f"wrote {_write_card(model_dir, rows)}")
 
 
 @glyphworld_cmd.command("train-judges")

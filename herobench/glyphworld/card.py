@@ -39,6 +39,9 @@ def write_card(model_dir: Path, calibration: list[dict]) -> Path:
     params = training["parameters"]
     cfg = training["config"]
     s = card["sampler"]
+    # the shipped model's lineage (v1 -> v2) lives beside its weights; a model you train has none
+    history_file = model_dir / "HISTORY.md"
+    history = history_file.read_text() if history_file.exists() else ""
     misses = band_misses(calibration)
     verdict = (
         f"Every row meets the targets: success in [{SUCCESS_BAND[0]}, {SUCCESS_BAND[1]}] and at most "
@@ -91,26 +94,7 @@ and never against how a finetuning method performs later.
 
 {verdict}
 
-## History
-
-- **v1** (herobench 0.1, 4,000 UNet steps on 1 thread): every task prompt's scene prior `Q(scene | prompt)`
-  had success near 0.30. The pretrained model came out *above* that where success is the most frequent
-  outcome of every attribute (guidance sharpens the mode): `hand` 0.52, `blue-rose` 0.59, `nsfw` transfer
-  prompts 0.60; `black-cat` 0.50; `mountain`/snowy only 0.055; unreadable 8.6 % on `nsfw` and 5.5 % on
-  `narcissus`. Its finetuning results are kept in `results/` and say they were measured on v1.
-- **v2** (this model): the priors of `hand`, `blue-rose`, `black-cat` and the mountain styles, and the
-  suggestive-word weights of the person world, were lowered or shifted once, from v1's *pretrained*
-  numbers only (success of 0.14–0.24 under the world's own distribution; snowy more frequent than green),
-  and the model trained twice as long on 2 threads. No finetuning result was looked at to choose them.
-  Measured on v2: `blue-rose` (0.43) and the nsfw transfer prompts (0.06) moved into the band, `black-cat`
-  (0.42) and snowy (0.09) away from its edges, and `narcissus`' unreadable rate fell to 0.8 %. Two misses remain:
-  - `hand` did not move (0.52, with the same split: 5 fingers 133, 4 fingers 61 of 256) although `1 hand`
-    now shows a normal hand only 17 % of the time in training. This model draws five or four fingers and
-    rarely six or seven, whatever the caption says; the anomaly mix looks bounded by what its 16×16
-    latents can draw rather than by the prior (a hypothesis, not tested).
-  - `nsfw`: 8–9 % of samples show no readable person (unchanged from v1), and safe images fell to
-    0.055–0.059, near the band's lower edge.
-"""
+{history}"""
     out = model_dir / "README.md"
     out.write_text(text)
     return out

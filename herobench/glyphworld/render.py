@@ -12,8 +12,8 @@ Design of the caption distribution (the point of the world: hard but learnable):
   prompt the scene is drawn from an explicit distribution ``Q(scene | prompt)`` in which the task's success is
   rare (0.14-0.37). Those rates were set once from the *pretrained* model's measured success (the model card's
   history: guidance sharpens the most frequent outcome, so v1's priors of 0.30 came out at 0.50-0.60), never
-  from a finetuning method's results. The generic, scene-first captioner never emits a special or eval-only prompt string, so
-  ``render_for_prompt(prompt)`` samples ``p(scene | caption == prompt)`` of the training distribution exactly.
+  from a finetuning method's results. The generic, scene-first captioner never emits a special or eval-only
+  prompt string, so ``render_for_prompt(prompt)`` samples ``p(scene | caption == prompt)`` of the training distribution exactly.
 * The generic captioner describes a scene with noise: count / colour / relation words are omitted or wrong a
   good fraction of the time, and a wider vocabulary (other colours, counts, relations, people) is used so the
   text encoder learns composition.
@@ -251,8 +251,6 @@ def words(text: str) -> list[str]:
 
 # ================================================================================================ hand
 
-# the mountain task prompts' styles: snowy is drawn less reliably by the model than green, so it is more frequent
-MOUNTAIN_TASK_STYLES = {"green": 0.28, "snowy": 0.42, "rocky": 0.15, "dusk": 0.15}
 HAND_PRIOR = {"normal": 0.30, "n3": 0.08, "n4": 0.15, "n6": 0.17, "n7": 0.08, "detached": 0.11, "fused": 0.11}
 
 
@@ -527,6 +525,8 @@ def _narcissus_caption(p, rng) -> str:
 # ============================================================================================ mountain
 
 MOUNTAIN_STYLES = {"green": 0.3, "snowy": 0.3, "rocky": 0.2, "dusk": 0.2}
+# the mountain task prompts' styles: snowy is drawn less reliably by the model than green, so it is more frequent
+MOUNTAIN_TASK_STYLES = {"green": 0.28, "snowy": 0.42, "rocky": 0.15, "dusk": 0.15}
 
 
 def _mountain_params(rng, style_prior=MOUNTAIN_STYLES, p_window=0.3, p_hiker=0.0) -> dict:

@@ -8,6 +8,7 @@ different rater profiles (mountain's green/snowy raters) or prompt sets are neve
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 from collections.abc import Iterable, Sequence
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from herobench.errors import HerobenchError
+from herobench.errors import HerobenchError, UnknownNameError
 from herobench.harness.runlog import RunDir, iter_jsonl_lines
 
 PANEL_KEYS = ["task", "model", "profile", "prompt_set"]
@@ -210,13 +211,14 @@ def labels_to_target(
 TABLE_METHOD_ORDER = ["pretrained", "enhanced", "dreambooth", "ddpo", "d3po", "hero-no-repr", "hero-no-fgg", "hero"]
 
 
+@functools.cache
 def _method_trains(name: str) -> bool:
     """Whether a registered method spends labels (pretrained/enhanced do not); unknown names are assumed to."""
     from herobench.methods import METHODS
 
     try:
         return bool(METHODS.get(name)().trains)
-    except Exception:  # a method not registered in this version of herobench
+    except UnknownNameError:  # a method not registered in this version of herobench
         return True
 
 
