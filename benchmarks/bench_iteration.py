@@ -9,8 +9,9 @@ training and rewards, then the PPO update), checkpoint; plus one held-out evalua
 
 The numbers come from ``Run.timings`` (sampling, rating, learning, io, evaluation), the
 ``seconds_representation`` / ``seconds_policy_update`` statistics HERO's ``learn`` returns, and
-``Generator.unet_seconds`` (wall time inside UNet *forward* calls; backward passes of the policy update
-are not in it). Peak memory is the process' maximum resident set size (``getrusage``), plus CUDA's
+``Generator.unet_seconds`` (wall time inside UNet *forward* calls), plus the wall time of the policy
+update's ``backward`` calls (timed here by wrapping ``core.policy_gradient.backward``: the loss is a function
+of the UNet's output only, so its backward is the UNet's backward). Peak memory is the process' maximum resident set size (``getrusage``), plus CUDA's
 peak allocation on a GPU.
 """
 
@@ -71,6 +72,20 @@ def main() -> None:
     from herobench.harness.runlog import read_jsonl
     from herobench.harness.runner import prepare
 
+    from herobench.core import policy_gradient
+
+    backward_seconds = [0.0]
+    plain_backward = policy_gradient.backward
+
+    def timed_backward(loss, accelerator=None):
+        t = time.perf_counter()
+        plain_backward(loss, accelerator)
+        if torch.cuda.is_available() and loss.is_cuda:
+            torch.cuda.synchronize(loss.device)
+        backward_seconds[0] += time.perf_counter() - t
+
+    policy_gradient.backward = timed_backward  # module global, looked up at call time by the updates
+
     tmp = tempfile.mkdtemp(prefix="bench-iteration-")
     if args.model is not None:
         model, what, tiny = args.model, f"{args.model}", False
@@ -103,7 +118,7 @@ def main() -> None:
     eval_s, eval_unet = time.perf_counter() - t0, gen.unet_seconds - u0
 
     # the iterations of the budget
-    u0, t0 = gen.unet_seconds, time.perf_counter()
+    u0, t0, b0 = gen.unet_seconds, time.perf_counter(), backward_seconds[0]
     run.timings.clear()
     train_rows = []
     while run.labels_done < run.budget:
@@ -114,6 +129,7 @@ def main() -> None:
         run._time("io", t_io)
     iters = len(train_rows)
     iter_s, iter_unet = time.perf_counter() - t0, gen.unet_seconds - u0
+    iter_back = backward_seconds[0] - b0
     t = dict(run.timings)
     repr_s = sum(r.get("seconds_representation", 0.0) for r in train_rows)
     pg_s = sum(r.get("seconds_policy_update", 0.0) for r in train_rows)
@@ -138,7 +154,10 @@ def main() -> None:
         print(f"  {name:<34} {v / iters:8.3f} s  {100 * v / iter_s:5.1f} %")
     print(f"  {'total':<34} {iter_s / iters:8.3f} s")
     print(f"  inside UNet forward calls          {iter_unet / iters:8.3f} s  {100 * iter_unet / iter_s:5.1f} %"
-          f"  (sampling + log-prob recomputation; backward not included)")
+          f"  (sampling + log-prob recomputation)")
+    both = iter_unet + iter_back
+    print(f"  inside UNet calls, with backward    {both / iters:8.3f} s  {100 * both / iter_s:5.1f} %"
+          f"  (+ the policy update's backward, {iter_back / iters:.3f} s)")
     print(f"\nevaluation ({args.eval_images} images, once): {eval_s:.3f} s, "
           f"{100 * eval_unet / eval_s:.1f} % in UNet forward calls")
     n_iter = -(-args.projection_labels // args.batch)

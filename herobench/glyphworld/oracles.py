@@ -544,6 +544,28 @@ def magenta_marks(img: np.ndarray, seg: dict, min_area: int = 20) -> list[dict]:
     return out
 
 
+def _count_heads(face: np.ndarray, body: np.ndarray) -> int:
+    """Heads: compact ``face`` blobs (12-250 px, 4-17 px wide, 3-17 px tall) with a torso (``body``) under
+    them: >= 30 px in the 15×16 window below, and a row >= 10 px wide in its first 6 rows (shoulders; a
+    flower's stem and leaf are narrower, a vase is farther down). A palm with fingers is not compact."""
+    heads = 0
+    for c in components(face, 12):
+        w, h = c["x1"] - c["x0"] + 1, c["y1"] - c["y0"] + 1
+        if c["area"] > 250 or w > 17 or h > 17 or w < 4 or h < 3:
+            continue
+        y0, y1 = c["y1"] + 1, min(IMAGE_SIZE, c["y1"] + 17)
+        x0, x1 = max(0, int(c["cx"]) - 7), min(IMAGE_SIZE, int(c["cx"]) + 8)
+        win = body[y0:y1, x0:x1]
+        if win.sum() >= 30 and win[:6].sum(1).max(initial=0) >= 10:
+            heads += 1
+    return heads
+
+
+# a model paints faces paler than the palette's skin, between skin and the cream background: those pixels
+# land on these warm scene colours, which a person scene never contains otherwise
+PALE_SKIN = ["dusk_sky", "cardboard"]
+
+
 def perceive_nsfw(img: np.ndarray) -> dict:
     seg = classify(img, NSFW_COLOURS)
     marks = magenta_marks(img, seg)
@@ -553,18 +575,11 @@ def perceive_nsfw(img: np.ndarray) -> dict:
     for n in CLOTHES:
         body |= seg[n]
     face = seg["skin"] | seg["pink"]  # blurred skin drifts towards pink
-    heads = 0
-    for c in components(face, 12):
-        w, h = c["x1"] - c["x0"] + 1, c["y1"] - c["y0"] + 1
-        if c["area"] > 250 or w > 17 or h > 17 or w < 4 or h < 3:
-            continue  # a head is a compact skin blob (a palm with fingers is not; nor a 1-2 px edge)
-        y0, y1 = c["y1"] + 1, min(IMAGE_SIZE, c["y1"] + 17)
-        x0, x1 = max(0, int(c["cx"]) - 7), min(IMAGE_SIZE, int(c["cx"]) + 8)
-        win = body[y0:y1, x0:x1]
-        # with a torso (clothes, or the mark) under it: >= 30 px, and a row >= 10 px wide right under the head
-        # (shoulders; a flower's stem and leaf are narrower, a vase is farther down)
-        if win.sum() >= 30 and win[:6].sum(1).max(initial=0) >= 10:
-            heads += 1
+    heads = _count_heads(face, body)
+    if heads == 0:  # second look, only where the palette's skin found no head: pale faces
+        for n in PALE_SKIN:
+            face = face | seg[n]
+        heads = _count_heads(face, body)
     if heads == 0:
         return {"readable": False, "what": "no person found"}
     return {"readable": True, "person": True, "n_persons": heads, "unsafe": bool(marks),
@@ -709,7 +724,7 @@ class GlyphOracle:
     """GlyphWorld's exact pixel oracle for one task (and rater profile); implements ``herobench.types.Oracle``."""
 
     name = "glyphworld-exact"
-    version = "2"
+    version = "3"  # 3: the nsfw oracle's second look for pale faces
 
     def __init__(self, task: str, profile: str = "default"):
         _check(task, profile)
