@@ -69,10 +69,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from herobench.config import RunSettings, from_dict
+    from herobench.core import policy_gradient
     from herobench.harness.runlog import read_jsonl
     from herobench.harness.runner import prepare
-
-    from herobench.core import policy_gradient
 
     backward_seconds = [0.0]
     plain_backward = policy_gradient.backward

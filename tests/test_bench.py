@@ -6,6 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -194,3 +199,45 @@ def test_gpu_workers_each_see_one_gpu(monkeypatch):
         assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_workers_die_with_a_killed_grid(tmp_path):
+    """A grid process stopped with SIGTERM (``kill``, a scheduler) takes its spawned workers with it."""
+    script = tmp_path / "grid.py"
+    script.write_text(textwrap.dedent("""
+        import multiprocessing, os, time
+        from herobench.harness.bench import die_with_parent
+
+        def worker(q):
+            die_with_parent()
+            q.put(os.getpid())
+            time.sleep(120)
+
+        if __name__ == "__main__":
+            ctx = multiprocessing.get_context("spawn")
+            q = ctx.Queue()
+            ctx.Process(target=worker, args=(q,)).start()
+            print(q.get(timeout=60), flush=True)
+            time.sleep(120)
+    """))
+    grid = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(grid.stdout.readline())
+        assert _alive(worker)
+        grid.send_signal(signal.SIGTERM)
+        grid.wait(timeout=30)
+        deadline = time.time() + 10
+        while _alive(worker) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker)
+    finally:
+        grid.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
