@@ -241,3 +241,11 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+@pytest.mark.parametrize("grid", sorted(p.name for p in GRIDS.glob("*.toml")))
+def test_every_shipped_grid_expands(grid):
+    """Each grid in benchmarks/grids loads, names known tasks and methods, and gives cells with settings."""
+    expanded = cells(load_grid(GRIDS / grid))
+    assert expanded and all(c.settings.task and c.settings.method for c in expanded)
+    assert len({c.name for c in expanded}) == len(expanded)
