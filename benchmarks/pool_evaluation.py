@@ -1,12 +1,12 @@
 """How much of a finished HERO run's success comes from its noise pool, and how much from its weights?
 
 The harness evaluates every method on the same held-out N(0, I) noise (fair: the pool is information the
-baselines do not have). The paper generates HERO's images from its noise pool (``method_options.eval_from_pool``
-in herobench). For each HERO run folder this evaluates the final checkpoint three ways on the run's own
+baselines do not have). ``method_options.eval_from_pool`` generates HERO's evaluation images from its noise
+pool instead (HERO's pi_HERO, documented in herobench as the paper's generation). For each HERO run folder this evaluates the final checkpoint three ways on the run's own
 held-out evaluation (same prompts, same perturbation noise, same sampler):
 
 - ``N(0, I)``: the run's last recorded evaluation (what the harness reports);
-- ``pool``: the trained weights, initial noises from the run's final pool (the paper's generation);
+- ``pool``: the trained weights, initial noises from the run's final pool;
 - ``pool, untrained``: the same pool with every LoRA ``B`` matrix zeroed, i.e. the pretrained model.
 
 If ``pool`` ≈ ``pool, untrained`` the gain is noise selection, not finetuning. Run folders are copied to a
