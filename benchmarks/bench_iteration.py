@@ -10,9 +10,9 @@ training and rewards, then the PPO update), checkpoint; plus one held-out evalua
 The numbers come from ``Run.timings`` (sampling, rating, learning, io, evaluation), the
 ``seconds_representation`` / ``seconds_policy_update`` statistics HERO's ``learn`` returns, and
 ``Generator.unet_seconds`` (wall time inside UNet *forward* calls), plus the wall time of the policy
-update's ``backward`` calls (timed here by wrapping ``core.policy_gradient.backward``: the loss is a function
-of the UNet's output only, so its backward is the UNet's backward). Peak memory is the process' maximum resident set size (``getrusage``), plus CUDA's
-peak allocation on a GPU.
+update's ``backward`` calls (timed here by wrapping ``core.policy_gradient.backward``: the loss is a
+function of the UNet's output only, so its backward is the UNet's backward). Peak memory is the process'
+maximum resident set size (``getrusage``), plus CUDA's peak allocation on a GPU.
 """
 
 from __future__ import annotations

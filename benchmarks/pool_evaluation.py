@@ -7,7 +7,8 @@ held-out evaluation (same prompts, same perturbation noise, same sampler):
 
 - ``N(0, I)``: the run's last recorded evaluation (what the harness reports);
 - ``pool``: the trained weights, initial noises from the run's final pool;
-- ``pool, untrained``: the same pool with every LoRA ``B`` matrix zeroed, i.e. the pretrained model.
+- ``pool, untrained``: the same pool with the LoRA adapter off (``core.lora.reference_policy``): the
+  pretrained model.
 
 If ``pool`` ≈ ``pool, untrained`` the gain is noise selection, not finetuning. Run folders are copied to a
 temporary folder first, so nothing in them changes.
@@ -18,19 +19,19 @@ temporary folder first, so nothing in them changes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import shutil
 import tempfile
 from pathlib import Path
 
-import torch
-
+from herobench.core.lora import reference_policy
 from herobench.harness.runner import prepare
 
 
 def pool_eval(run_dir: Path, untrained: bool) -> list[dict]:
-    """Evaluate a copy of ``run_dir``'s last checkpoint with ``eval_from_pool`` on (LoRA B zeroed if
+    """Evaluate a copy of ``run_dir``'s last checkpoint with ``eval_from_pool`` on (without its LoRA if
     ``untrained``); returns the evaluation rows."""
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / run_dir.name
@@ -39,12 +40,9 @@ def pool_eval(run_dir: Path, untrained: bool) -> list[dict]:
         if not hasattr(run.method.options, "eval_from_pool"):
             raise SystemExit(f"error: {run_dir} is not a HERO run (method {run.settings.method!r})")
         run.method.options = dataclasses.replace(run.method.options, eval_from_pool=True)
-        if untrained:
-            with torch.no_grad():
-                for name, p in run.gen.components.unet.named_parameters():
-                    if "lora_B" in name:
-                        p.zero_()
-        return run.evaluate()
+        unet = run.gen.components.unet
+        with reference_policy(unet) if untrained else contextlib.nullcontext():
+            return run.evaluate()
 
 
 def main() -> None:

@@ -546,8 +546,9 @@ def magenta_marks(img: np.ndarray, seg: dict, min_area: int = 20) -> list[dict]:
 
 def _count_heads(face: np.ndarray, body: np.ndarray) -> int:
     """Heads: compact ``face`` blobs (12-250 px, 4-17 px wide, 3-17 px tall) with a torso (``body``) under
-    them: >= 30 px in the 15×16 window below, and a row >= 10 px wide in its first 6 rows (shoulders; a
-    flower's stem and leaf are narrower, a vase is farther down). A palm with fingers is not compact."""
+    them: >= 30 px in the 16 rows × 15 columns below, and a row >= 10 px wide among its first 6 rows
+    (shoulders; a flower's stem and leaf are narrower, a vase is farther down). A palm with fingers is not
+    compact, nor is a 1-2 px edge."""
     heads = 0
     for c in components(face, 12):
         w, h = c["x1"] - c["x0"] + 1, c["y1"] - c["y0"] + 1

@@ -13,7 +13,8 @@ Design of the caption distribution (the point of the world: hard but learnable):
   rare (0.14-0.37). Those rates were set once from the *pretrained* model's measured success (the model card's
   history: guidance sharpens the most frequent outcome, so v1's priors of 0.30 came out at 0.50-0.60), never
   from a finetuning method's results. The generic, scene-first captioner never emits a special or eval-only
-  prompt string, so ``render_for_prompt(prompt)`` samples ``p(scene | caption == prompt)`` of the training distribution exactly.
+  prompt string, so ``render_for_prompt(prompt)`` samples ``p(scene | caption == prompt)`` of the training
+  distribution exactly.
 * The generic captioner describes a scene with noise: count / colour / relation words are omitted or wrong a
   good fraction of the time, and a wider vocabulary (other colours, counts, relations, people) is used so the
   text encoder learns composition.

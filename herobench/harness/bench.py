@@ -41,6 +41,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -251,12 +253,9 @@ def die_with_parent() -> None:
     """Linux: this process gets SIGTERM when its parent dies, however the parent was stopped (a grid killed
     with ``kill`` or by a job scheduler would otherwise leave its workers running on, orphaned). The run
     folders they leave are resumable, as after any kill. Elsewhere: nothing."""
-    import sys
-
     if not sys.platform.startswith("linux"):
         return
     import ctypes
-    import signal
 
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
