@@ -99,3 +99,22 @@ def test_write_card_refuses_another_guidance_scale():
     # the card records the card's own sampler: a sweep at another CFG must not overwrite it
     result = CliRunner().invoke(main, ["glyphworld", "calibrate", "--write-card", "--guidance-scale", "2.0"])
     assert result.exit_code == 2 and "--write-card" in result.output
+
+
+def test_hand_diagnosis_script_runs_and_the_vae_keeps_every_hand_kind(capsys):
+    """benchmarks/hand_diagnosis.py on a few images: its VAE round trip must read each kind as rendered."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "hand_diagnosis.py"
+    spec = importlib.util.spec_from_file_location("hand_diagnosis", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.CAPTIONS = ["1 hand"]  # one caption is enough for a smoke test
+    mod.main(["--n", "4", "--n-vae", "3", "--cfg"])
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    vae = lines[lines.index(next(x for x in lines if x.startswith("2. VAE"))) + 1:][: 2 * len(mod.KINDS)]
+    for before, after in zip(vae[::2], vae[1::2]):
+        assert before.split(None, 1)[1].strip() == after.strip(), (before, after)
+    assert "   1 hand " in out and "unreadable" in out
