@@ -2,8 +2,9 @@
 
 The harness evaluates every method on the same held-out N(0, I) noise (fair: the pool is information the
 baselines do not have). ``method_options.eval_from_pool`` generates HERO's evaluation images from its noise
-pool instead (HERO's pi_HERO, documented in herobench as the paper's generation). For each HERO run folder this evaluates the final checkpoint three ways on the run's own
-held-out evaluation (same prompts, same perturbation noise, same sampler):
+pool instead (HERO's pi_HERO, documented in herobench as the paper's generation). For each HERO run folder
+this evaluates the final checkpoint three ways on the run's own held-out evaluation (same prompts, same
+perturbation noise, same sampler):
 
 - ``N(0, I)``: the run's last recorded evaluation (what the harness reports);
 - ``pool``: the trained weights, initial noises from the run's final pool;
