@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from herobench.core.images import from_uint8
 from herobench.glyphworld import render
 from herobench.glyphworld.calibrate import load_generator, sample_task
 from herobench.glyphworld.oracles import GlyphOracle
@@ -48,35 +49,33 @@ def mix(oracle: GlyphOracle, images) -> str:
             f" | unreadable {len(verdicts) - len(read)}")
 
 
-def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", type=Path, default=None, help="GlyphWorld model folder (default: the shipped one)")
+    ap.add_argument("--model", type=Path, default=None,
+                    help="GlyphWorld model folder (default: the shipped one)")
     ap.add_argument("--n", type=int, default=128, help="samples per caption / training scenes")
     ap.add_argument("--n-vae", type=int, default=100, help="renders per hand kind for the VAE round trip")
     ap.add_argument("--cfg", type=float, nargs="*", default=[1.0, 2.0], help="extra CFG scales for `1 hand`")
     ap.add_argument("--seed", type=int, default=1234)
     args = ap.parse_args(argv)
-    torch.manual_seed(args.seed)
     model = args.model or Path(glyphworld_model_dir())
     gen = load_generator(model)
     oracle = GlyphOracle("hand")
     rng = np.random.default_rng(args.seed)
 
     scenes = [render.render_for_prompt("1 hand", rng)[0] for _ in range(args.n)]
-    print(f"1. training scenes for `1 hand` (n={args.n}): {mix(oracle, (to_tensor(scenes) + 1) / 2)}")
+    print(f"1. training scenes for `1 hand` (n={args.n}): {mix(oracle, from_uint8(np.stack(scenes)))}")
 
     print(f"2. VAE round trip ({args.n_vae} renders per kind): before -> after")
     vae = gen.components.vae
     for kind in KINDS:
-        imgs = [render._draw_hand(render._hand_params(rng, {kind: 1.0}), rng) for _ in range(args.n_vae)]
+        imgs = from_uint8(np.stack(
+            [render._draw_hand(render._hand_params(rng, {kind: 1.0}), rng) for _ in range(args.n_vae)]))
         with torch.no_grad():
-            x = to_tensor(imgs).to(vae.dtype)
+            x = (imgs * 2 - 1).to(vae.dtype)
             rec = vae.decode(vae.encode(x).latent_dist.mean).sample.float()
-        print(f"   {kind:9s} {mix(oracle, (to_tensor(imgs) + 1) / 2)}\n   {'':9s} {mix(oracle, ((rec + 1) / 2).clamp(0, 1))}")
+        print(f"   {kind:9s} {mix(oracle, imgs)}")
+        print(f"   {'':9s} {mix(oracle, ((rec + 1) / 2).clamp(0, 1))}")
 
     s = gen.sampler
     print(f"3. model samples, same seeds for every caption (DDIM {s.steps}, eta {s.eta}, "
@@ -85,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"   {caption:30s} {mix(oracle, sample_task(gen, [caption], args.n, args.seed))}")
     for cfg in args.cfg:
         g = load_generator(model, guidance_scale=cfg)
-        print(f"   {'1 hand @ CFG ' + str(cfg):30s} {mix(oracle, sample_task(g, ['1 hand'], args.n, args.seed))}")
+        label = f"1 hand @ CFG {cfg}"
+        print(f"   {label:30s} {mix(oracle, sample_task(g, ['1 hand'], args.n, args.seed))}")
 
 
 if __name__ == "__main__":
