@@ -57,9 +57,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-vae", type=int, default=100, help="renders per hand kind for the VAE round trip")
     ap.add_argument("--cfg", type=float, nargs="*", default=[1.0, 2.0], help="extra CFG scales for `1 hand`")
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     model = args.model or Path(glyphworld_model_dir())
-    gen = load_generator(model)
+    gen = load_generator(model, device=args.device)
     oracle = GlyphOracle("hand")
     rng = np.random.default_rng(args.seed)
 
@@ -72,8 +73,8 @@ def main(argv: list[str] | None = None) -> None:
         imgs = from_uint8(np.stack(
             [render._draw_hand(render._hand_params(rng, {kind: 1.0}), rng) for _ in range(args.n_vae)]))
         with torch.no_grad():
-            x = (imgs * 2 - 1).to(vae.dtype)
-            rec = vae.decode(vae.encode(x).latent_dist.mean).sample.float()
+            x = (imgs * 2 - 1).to(args.device, vae.dtype)
+            rec = vae.decode(vae.encode(x).latent_dist.mean).sample.float().cpu()
         print(f"   {kind:9s} {mix(oracle, imgs)}")
         print(f"   {'':9s} {mix(oracle, ((rec + 1) / 2).clamp(0, 1))}")
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     for caption in CAPTIONS:
         print(f"   {caption:30s} {mix(oracle, sample_task(gen, [caption], args.n, args.seed))}")
     for cfg in args.cfg:
-        g = load_generator(model, guidance_scale=cfg)
+        g = load_generator(model, guidance_scale=cfg, device=args.device)
         label = f"1 hand @ CFG {cfg}"
         print(f"   {label:30s} {mix(oracle, sample_task(g, ['1 hand'], args.n, args.seed))}")
 

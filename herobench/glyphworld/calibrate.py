@@ -54,16 +54,16 @@ def sample_task(gen: Generator, prompts: list[str], n: int, seed: int, batch: in
     ps = [prompts[i % len(prompts)] for i in range(n)]
     for i in range(0, n, batch):
         g = torch.Generator().manual_seed(seed + i)
-        images.append(gen.sample(ps[i : i + batch], generator=g).images)
+        images.append(gen.sample(ps[i : i + batch], generator=g).images.cpu())
     return torch.cat(images)
 
 
 def calibrate(model_dir: Path, n: int = 256, seed: int = 1234, grid_dir: Path | None = None,
-              guidance_scale: float | None = None) -> list[dict]:
+              guidance_scale: float | None = None, device: str = "cpu") -> list[dict]:
     """Sample ``n`` images per task prompt set and judge them; returns one row per (task, set, profile).
 
     ``guidance_scale``: sample at this CFG scale instead of the model card's (the rest of its sampler kept)."""
-    gen = load_generator(model_dir, guidance_scale=guidance_scale)
+    gen = load_generator(model_dir, guidance_scale=guidance_scale, device=device)
     cache: dict[tuple[str, str], tuple[list[str], torch.Tensor]] = {}
     out = []
     for task, which, prof in calibration_rows():

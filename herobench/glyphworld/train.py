@@ -11,7 +11,9 @@ Components (all plain diffusers / transformers classes, saved in diffusers forma
   prototype), classifier-free guidance by dropping 10 % of captions;
 * ``DDIMScheduler``.
 
-Everything is seeded: the same seed on the same CPU gives the same weights.
+Everything is seeded: the same seed on the same CPU gives the same weights. ``device="cuda"`` trains the VAE,
+UNet and text encoder on a GPU with the same random draws (taken from CPU generators); its weights differ
+from a CPU run's by floating-point order only.
 """
 
 from __future__ import annotations
@@ -205,7 +207,7 @@ def _lr_lambda(warmup: int, total: int):
     return f
 
 
-def train_vae(vae, images: np.ndarray, cfg: TrainConfig, log: list, progress=True):
+def train_vae(vae, images: np.ndarray, cfg: TrainConfig, log: list, progress=True, device: str = "cpu"):
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(100, cfg.vae_steps))
@@ -213,13 +215,13 @@ def train_vae(vae, images: np.ndarray, cfg: TrainConfig, log: list, progress=Tru
     bar = tqdm(range(cfg.vae_steps), desc="vae", disable=not progress, mininterval=2)
     for step in bar:
         idx = torch.randint(0, len(images), (cfg.vae_batch,), generator=gen)
-        x = _to_tensor(images[idx.numpy()])
+        x = _to_tensor(images[idx.numpy()]).to(device)
         # random 32×32 crops on the 4-pixel latent grid: the VAE is convolutional, so crops teach it
         # the same local code at a quarter of the cost (the mid-block attention still sees 8×8)
         oy, ox = (torch.randint(0, (x.shape[-1] - 32) // 4 + 1, (2,), generator=gen) * 4).tolist()
         x = x[:, :, oy : oy + 32, ox : ox + 32]
         post = vae.encode(x).latent_dist
-        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen).to(device)
         rec = vae.decode(z).sample
         mse = F.mse_loss(rec, x)
         loss = mse + 0.5 * F.l1_loss(rec, x) + 1e-6 * post.kl().mean()
@@ -236,15 +238,17 @@ def train_vae(vae, images: np.ndarray, cfg: TrainConfig, log: list, progress=Tru
 
 
 @torch.no_grad()
-def encode_dataset(vae, images: np.ndarray, batch: int = 256) -> torch.Tensor:
-    """Posterior means (deterministic) of every image, unscaled."""
+def encode_dataset(vae, images: np.ndarray, batch: int = 256, device: str = "cpu") -> torch.Tensor:
+    """Posterior means (deterministic) of every image, unscaled (on the CPU)."""
     out = []
     for i in range(0, len(images), batch):
-        out.append(vae.encode(_to_tensor(images[i : i + batch])).latent_dist.mean)
+        out.append(vae.encode(_to_tensor(images[i : i + batch]).to(device)).latent_dist.mean.cpu())
     return torch.cat(out)
 
 
-def train_unet(unet, text_encoder, tokenizer, scheduler, latents, captions, cfg: TrainConfig, log, progress=True):
+def train_unet(unet, text_encoder, tokenizer, scheduler, latents, captions, cfg: TrainConfig, log, progress=True,
+               device: str = "cpu"):
+    # every random draw comes from one CPU generator, so a CUDA run sees the same batches, steps and noise
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
@@ -254,18 +258,20 @@ def train_unet(unet, text_encoder, tokenizer, scheduler, latents, captions, cfg:
         captions, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt"
     ).input_ids
     empty = tokenizer([""], padding="max_length", max_length=MAX_TOKENS, return_tensors="pt").input_ids
-    acp = scheduler.alphas_cumprod
+    acp = scheduler.alphas_cumprod.to(device)
+    latents = latents.to(device)
     unet.train()
     text_encoder.train()
     bar = tqdm(range(cfg.unet_steps), desc="unet", disable=not progress, mininterval=2)
     for step in bar:
         idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=gen)
-        x0 = latents[idx]
+        x0 = latents[idx.to(device)]
         ids = tokens[idx].clone()
         drop = torch.rand(len(idx), generator=gen) < cfg.caption_dropout
         ids[drop] = empty
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
+        ids = ids.to(device)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=gen).to(device)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
         a = acp[t].sqrt().view(-1, 1, 1, 1)
         s = (1 - acp[t]).sqrt().view(-1, 1, 1, 1)
         xt = a * x0 + s * noise
@@ -280,8 +286,8 @@ def train_unet(unet, text_encoder, tokenizer, scheduler, latents, captions, cfg:
         sched.step()
         with torch.no_grad():
             d = min(cfg.ema_decay, (1 + step) / (10 + step))
-            for e, p in zip(ema, params):
-                e.mul_(d).add_(p.detach(), alpha=1 - d)
+            torch._foreach_mul_(ema, d)
+            torch._foreach_add_(ema, [p.detach() for p in params], alpha=1 - d)
         if step % 50 == 0:
             log.append({"stage": "unet", "step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0]})
             bar.set_postfix(loss=f"{loss.item():.4f}")
@@ -292,8 +298,12 @@ def train_unet(unet, text_encoder, tokenizer, scheduler, latents, captions, cfg:
     text_encoder.eval()
 
 
-def train_glyphworld(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), progress: bool = True) -> Path:
-    """Train every component and write a diffusers folder (fp16 safetensors) plus training records."""
+def train_glyphworld(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), progress: bool = True,
+                     device: str = "cpu") -> Path:
+    """Train every component and write a diffusers folder (fp16 safetensors) plus training records.
+
+    ``device``: where the UNet and text encoder train (``cuda`` runs the same random draws as the CPU; its
+    weights differ from a CPU run's by floating-point order only)."""
     from diffusers import StableDiffusionPipeline
 
     out_dir = Path(out_dir)
@@ -305,14 +315,20 @@ def train_glyphworld(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), prog
     text_encoder, vae, unet = build_models(cfg, len(tokenizer))
     images, captions = render_dataset(cfg.n_images, cfg.seed, progress)
     t_render = time.time() - t0
-    train_vae(vae, images, cfg, log, progress)
+    vae.to(device)
+    train_vae(vae, images, cfg, log, progress, device)
     t_vae = time.time() - t0 - t_render
-    raw = encode_dataset(vae, images)
+    raw = encode_dataset(vae, images, device=device)
+    vae.to("cpu")
     scale = float(1.0 / raw.std())
     vae.register_to_config(scaling_factor=scale)
     latents = raw * scale
     scheduler = make_scheduler()
-    train_unet(unet, text_encoder, tokenizer, scheduler, latents, captions, cfg, log, progress)
+    unet.to(device)
+    text_encoder.to(device)
+    train_unet(unet, text_encoder, tokenizer, scheduler, latents, captions, cfg, log, progress, device)
+    unet.to("cpu")
+    text_encoder.to("cpu")
     t_total = time.time() - t0
     pipe = StableDiffusionPipeline(
         vae=vae,
@@ -336,6 +352,7 @@ def train_glyphworld(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), prog
         "parameters": n_params,
         "vae_scaling_factor": scale,
         "torch": torch.__version__,
+        "device": torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu, {cfg.threads} threads",
     }
     (out_dir / "training.json").write_text(json.dumps(record, indent=2))
     # the model card's machine-readable part: marks the backend and the sampler it is calibrated at
