@@ -302,8 +302,8 @@ def train_glyphworld(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), prog
                      device: str = "cpu") -> Path:
     """Train every component and write a diffusers folder (fp16 safetensors) plus training records.
 
-    ``device``: where the UNet and text encoder train (``cuda`` runs the same random draws as the CPU; its
-    weights differ from a CPU run's by floating-point order only)."""
+    ``device``: where the VAE, UNet and text encoder train (``cuda`` runs the same random draws as the CPU;
+    its weights differ from a CPU run's by floating-point order only)."""
     from diffusers import StableDiffusionPipeline
 
     out_dir = Path(out_dir)
@@ -352,7 +352,7 @@ def train_glyphworld(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), prog
         "parameters": n_params,
         "vae_scaling_factor": scale,
         "torch": torch.__version__,
-        "device": torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu, {cfg.threads} threads",
+        "device": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else f"cpu, {cfg.threads} threads",
     }
     (out_dir / "training.json").write_text(json.dumps(record, indent=2))
     # the model card's machine-readable part: marks the backend and the sampler it is calibrated at
