@@ -13,6 +13,11 @@ The numbers come from ``Run.timings`` (sampling, rating, learning, io, evaluatio
 update's ``backward`` calls (timed here by wrapping ``core.policy_gradient.backward``: the loss is a
 function of the UNet's output only, so its backward is the UNet's backward). Peak memory is the process'
 maximum resident set size (``getrusage``), plus CUDA's peak allocation on a GPU.
+
+After the timed iterations, one more iteration runs untimed under ``torch.utils.flop_counter`` and the
+FLOPs (forward and backward) are printed by top-level module (UNet, HERO's encoder and head, VAE decoder,
+text encoder), with the FLOP rate of the UNet calls and of the encoder training: where the arithmetic goes
+bounds the UNet's share of the time whatever the overheads (``--no-flops`` skips it).
 """
 
 from __future__ import annotations
@@ -56,6 +61,28 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def report_flops(run, iters: int, unet_s: float, repr_s: float) -> None:
+    """Count the arithmetic of one more (untimed) iteration by the module that does it, and set it beside
+    the measured seconds: where the FLOPs go bounds the UNet's share of the time whatever the overheads."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        stats = run.step()
+    # top-level keys are the outermost modules called (fully qualified names carry a dot), plus "Global"
+    per_module = {k: sum(v.values()) for k, v in counter.get_flop_counts().items() if "." not in k}
+    total = per_module.pop("Global", 0)
+    unet = per_module.get("UNet2DConditionModel", 0)
+    encoder = per_module.get("HeroEncoder", 0) + per_module.get("ProjectionHead", 0)
+    print("\narithmetic of one iteration (FLOPs counted by torch.utils.flop_counter, forward + backward):")
+    for name, n in sorted(per_module.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<34} {n / 1e12:8.3f} TFLOP  {100 * n / max(total, 1):5.1f} %")
+    print(f"  {'total':<34} {total / 1e12:8.3f} TFLOP  (encoder trained: {stats.get('repr_trained', 0):.0f}, "
+          f"{stats.get('repr_positives', 0):.0f} positives, {stats.get('repr_negatives', 0):.0f} negatives)")
+    if unet and encoder and unet_s and repr_s:
+        print(f"  rate: UNet calls {unet / 1e9 / (unet_s / iters):.0f} GFLOP/s, HERO encoder training "
+              f"{encoder / 1e9 / (repr_s / iters):.0f} GFLOP/s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=None, help="local diffusers SD folder")
@@ -66,6 +93,7 @@ def main() -> None:
     ap.add_argument("--encoder-epochs", type=int, default=None, help="HERO encoder epochs (default: HERO's 500)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--projection-labels", type=int, default=512, help="project a run of this many labels")
+    ap.add_argument("--no-flops", action="store_true", help="skip the extra, untimed iteration that counts FLOPs")
     args = ap.parse_args()
 
     from herobench.config import RunSettings, from_dict
@@ -91,7 +119,9 @@ def main() -> None:
     else:
         model, what, tiny = default_model(tmp)
     data = {
-        "task": "hand", "method": "hero", "budget_labels": args.budget, "batch_size": args.batch,
+        "task": "hand", "method": "hero", "batch_size": args.batch,
+        # one more batch for the FLOP-counting iteration, run after the timed ones
+        "budget_labels": args.budget + (0 if args.no_flops else args.batch),
         "model": str(model), "device": args.device,
         "eval": {"n_images": args.eval_images, "every_labels": max(args.budget, 1),
                  "batch_size": min(64, args.eval_images)},
@@ -120,7 +150,7 @@ def main() -> None:
     u0, t0, b0 = gen.unet_seconds, time.perf_counter(), backward_seconds[0]
     run.timings.clear()
     train_rows = []
-    while run.labels_done < run.budget:
+    while run.labels_done < args.budget:
         stats = run.step()
         train_rows.append(stats)
         t_io = time.perf_counter()
@@ -164,6 +194,8 @@ def main() -> None:
     projected = n_iter * iter_s / iters + n_eval * eval_s + setup_s
     print(f"projected {args.projection_labels}-label HERO run (eval every 64 labels, {args.eval_images} images): "
           f"{projected:.0f} s = {projected / 60:.1f} min")
+    if not args.no_flops:
+        report_flops(run, iters, iter_unet + iter_back, repr_s)
     print(f"\npeak memory:  {peak_rss_mib():.0f} MiB resident (maxrss)" + (
         f", CUDA peak allocated {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if args.device == "cuda" else ""))
     evals = read_jsonl(run.dir.evals)
