@@ -94,9 +94,12 @@ def test_micro_batch_does_not_change_results(tiny_sd_dir):
     big = make_generator(tiny_sd_dir, micro_batch=64).sample(PROMPTS, generator=seeded(5))
     small_gen = make_generator(tiny_sd_dir, micro_batch=1)
     small = small_gen.sample(PROMPTS, generator=seeded(5))
-    torch.testing.assert_close(small.latents, big.latents, rtol=1e-5, atol=1e-5)
+    # A batch of 1 and a batch of 64 take different CPU kernels, whose float32 rounding differs and
+    # accumulates over the denoising steps: 1.8e-5 on an AMD EPYC, under 1e-5 on an Intel Xeon. Drawing
+    # the step noise from the wrong stream would move the latents by O(1), far outside 1e-4.
+    torch.testing.assert_close(small.latents, big.latents, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(small.log_probs, big.log_probs, rtol=1e-6, atol=1e-3)
-    torch.testing.assert_close(small.images, big.images, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(small.images, big.images, rtol=1e-4, atol=1e-4)
     with torch.no_grad():
         torch.testing.assert_close(
             small_gen.step_log_prob(big, torch.arange(STEPS)), big.log_probs, rtol=0, atol=2e-3
