@@ -2,7 +2,7 @@
 # Everything herobench checks on a lent GPU, in one command (device machines hold minutes, not hours).
 #
 #   OUT=/tmp/gpu-out bash benchmarks/gpu_session.sh [GRID_SECONDS]
-#   OUT=/tmp/gpu-out GRID=benchmarks/grids/mountain_snowy.toml GRID_ONLY=1 JOBS=24 bash benchmarks/gpu_session.sh 480
+#   OUT=/tmp/gpu-out GRID=benchmarks/grids/mountain_snowy.toml GRID_ONLY=1 JOBS=24 bash benchmarks/gpu_session.sh 470
 #
 # 1. the CUDA tests (tests/test_core_gpu.py: same noise as on the CPU, exact log-prob recomputation, fp16);
 # 2. one HERO iteration at SD-1.5's real size with random weights (benchmarks/gpu_sd15_iteration.py);
