@@ -144,7 +144,9 @@ def test_run_killed_while_waiting_for_labels_resumes_at_the_same_batch(tiny_worl
             "--rater", "human", "--out", str(tmp_path), "--set", "batch_size=4", "--set", "sampler.steps=3",
             "--set", "sampler.guidance_scale=2.0", "--set", "eval.n_images=4", "--set", "eval.every_labels=8",
             "--set", "eval.batch_size=4", "--set", "method_options.encoder_epochs=3"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the resumed part runs in this process: the killed one must use as many threads, or the float noise
+    # of a different reduction split may change a pixel of the very same batch
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen([sys.executable, "-m", "herobench.cli", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

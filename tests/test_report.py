@@ -9,6 +9,7 @@ from herobench.errors import HerobenchError
 from herobench.harness.report import (
     curve_table,
     labels_to_target,
+    load_prompt_counts,
     load_runs,
     paper_table,
     plot_curves,
@@ -119,8 +120,9 @@ def test_labels_to_target_with_bootstrap_ci(runs):
 
 
 def test_write_report(runs, tmp_path):
-    written = write_report(runs, tmp_path / "report", targets=[0.5])
+    written = write_report(iter(runs), tmp_path / "report", targets=[0.5])  # any iterable, read twice
     assert {"runs.csv", "curves.csv", "curves_hand.png", "labels_to_target.csv", "tables.md"} <= set(written)
+    assert "prompts.csv" not in written  # these runs recorded no per-prompt counts
     assert "## At 512 labels" in written["tables.md"].read_text()
     assert len(pd.read_csv(written["runs.csv"])) == 9
     assert len(pd.read_csv(written["curves.csv"])) == 5
@@ -170,3 +172,38 @@ def test_paper_table_layout_mean_std_and_short_runs(tmp_path, runs):
     hero = [0.5, 0.4, 0.5]  # seeds 0 and 1 at 128 labels, seed 2 at its last point (64)
     assert table[3] == (f"| hero | {np.mean(hero):.3f} ({np.std(hero, ddof=1):.3f}) † n=3 | 0.600 n=1 |")
     assert "(no evaluations" in paper_table(df, 128, prompt_set="train")
+
+
+def _run_with_prompt_counts(root, name, method, seed, per_prompt_by_labels):
+    rd = RunDir(root / name).create()
+    settings = {"task": "counting", "method": method, "seed": seed, "budget_labels": 64}
+    write_json_atomic(rd.config_json, {"settings": settings, "environment": {}})
+    for labels, per_prompt in per_prompt_by_labels:
+        n = sum(c["n"] for c in per_prompt.values())
+        k = sum(c["successes"] for c in per_prompt.values())
+        append_jsonl(rd.evals, {"labels": labels, "prompt_set": "eval", "success_rate": k / n, "n": n,
+                                "per_prompt": per_prompt})  # fmt: skip
+    return rd.path
+
+
+def test_per_prompt_counts_become_prompts_csv(tmp_path):
+    two = {"a photo of two cups": {"n": 3, "successes": 1, "unreadable": 0},
+           "a photo of three cups": {"n": 2, "successes": 2, "unreadable": 1}}  # fmt: skip
+    runs = [
+        _run_with_prompt_counts(tmp_path, "counting-hero-s0", "hero", 0, [(0, two), (64, two)]),
+        fake_run(tmp_path, "counting-ddpo-s0", "ddpo", 0, [(0, 0.4)], task="counting"),  # older: no counts
+    ]
+    df = load_prompt_counts(runs)
+    assert len(df) == 4 and set(df.method) == {"hero"} and df.labels.tolist() == [0, 0, 64, 64]
+    row = df[(df.labels == 64) & (df.prompt == "a photo of three cups")].iloc[0]
+    assert (row.n, row.successes, row.unreadable, row.task, row.seed) == (2, 2, 1, "counting", 0)
+    written = write_report(runs, tmp_path / "report")
+    assert pd.read_csv(written["prompts.csv"]).equals(df.astype({"path": str}))
+
+
+def test_malformed_per_prompt_is_named(tmp_path):
+    bad = _run_with_prompt_counts(tmp_path, "counting-hero-s0", "hero", 0,
+                                  [(0, {"a photo of two cups": {"n": 3, "successes": 1, "unreadable": 0}})])
+    append_jsonl(RunDir(bad).evals, {"labels": 64, "success_rate": 0.5, "per_prompt": {"two cups": {"n": 2}}})
+    with pytest.raises(HerobenchError, match=r"line 2 has a malformed 'per_prompt'"):
+        load_prompt_counts([bad])

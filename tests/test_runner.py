@@ -50,6 +50,31 @@ def test_pretrained_budget_zero_writes_complete_run_folder(tiny_world, tmp_path)
     assert summary["labels"] == 0 and (path / "summary.json").exists()
 
 
+def test_evaluation_records_successes_per_prompt(tiny_world, tmp_path):
+    path, _ = run(settings(tiny_world, task="counting", method="pretrained", budget_labels=0), out=tmp_path,
+                  progress=False)
+    for e in read_jsonl(path / "evals.jsonl"):
+        counts = e["per_prompt"]
+        # the 8 images cycle through the set's 3 prompts in order: 3, 3, 2
+        assert [c["n"] for c in counts.values()] == [3, 3, 2]
+        assert sum(c["successes"] for c in counts.values()) == round(e["success_rate"] * e["n"])
+        assert sum(c["unreadable"] for c in counts.values()) == round(e["unreadable_rate"] * e["n"])
+    assert {e["prompt_set"]: list(e["per_prompt"]) for e in read_jsonl(path / "evals.jsonl")} == {
+        "eval": ["a photo of three cups", "a photo of two balls", "a photo of four apples"],
+        "train": ["a photo of two cups", "a photo of three apples", "a photo of four balls"],
+    }
+
+
+def test_per_prompt_counts_follow_each_verdict():
+    from herobench.harness.runner import _per_prompt_counts
+    from herobench.types import Verdict
+
+    verdicts = [Verdict(True, 1.0, "ok"), Verdict(False, 0.0, "no", readable=False), Verdict(True, 1.0, "ok"),
+                Verdict(False, 0.2, "2 cups")]  # fmt: skip
+    assert _per_prompt_counts(["b", "a", "b", "a"], verdicts) == {
+        "b": {"n": 2, "successes": 2, "unreadable": 0}, "a": {"n": 2, "successes": 0, "unreadable": 1}}
+
+
 def test_hero_spends_exactly_the_budget_and_logs_every_label(tiny_world, tmp_path):
     path, summary = run(settings(tiny_world, budget_labels=10), out=tmp_path, progress=False)
     labels = [r for r in read_jsonl(path / "labels.jsonl") if "good" in r]

@@ -27,9 +27,14 @@ RUN_COLUMNS = [
     "labels", "iteration", "prompt_set", "success_rate", "lo", "hi", "n_images",
     "unreadable_rate", "mean_score",
 ]  # fmt: skip
+PROMPT_COLUMNS = [
+    "run", "path", "task", "method", "seed", "model", "profile",
+    "labels", "prompt_set", "prompt", "n", "successes", "unreadable",
+]  # fmt: skip
 
 
-def _load_run(path: Path) -> list[dict]:
+def _read_run(path: Path) -> tuple[dict, list[tuple[int, dict]]]:
+    """A run's identity (``run``, ``task``, ``method``, ``seed``, ...) and its ``evals.jsonl`` lines."""
     run = RunDir(path)
     if not run.path.is_dir():
         raise HerobenchError(f"not a run folder: {path} (no such folder)")
@@ -55,12 +60,18 @@ def _load_run(path: Path) -> list[dict]:
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise HerobenchError(f"{run.config_json}: not a valid run config ({type(e).__name__}: {e})") from None
     if not run.evals.exists():
-        return []
+        return base, []
     lines, _torn = iter_jsonl_lines(run.evals)
-    rows = []
     for number, ev in lines:
         if not isinstance(ev, dict) or "labels" not in ev or "success_rate" not in ev:
             raise HerobenchError(f"{run.evals}: line {number} lacks 'labels' or 'success_rate'")
+    return base, lines
+
+
+def _load_run(path: Path) -> list[dict]:
+    base, lines = _read_run(path)
+    rows = []
+    for _number, ev in lines:
         rows.append(
             {
                 **base,
@@ -91,6 +102,36 @@ def load_runs(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
     for col in ("seed", "labels"):
         df[col] = df[col].astype(int)
     return df.sort_values(["task", "method", "seed", "prompt_set", "labels"], ignore_index=True)
+
+
+def load_prompt_counts(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per prompt of each evaluation (columns :data:`PROMPT_COLUMNS`): the images shown that
+    prompt, their successes and unreadable verdicts, from each ``evals.jsonl`` line's ``per_prompt``
+    (older runs, written before it was recorded, contribute nothing).
+
+    Raises:
+        HerobenchError: a folder is not a run folder, or a ``per_prompt`` entry is malformed (named).
+    """
+    rows = []
+    for d in run_dirs:
+        base, lines = _read_run(Path(d))
+        for number, ev in lines:
+            per_prompt = ev.get("per_prompt")
+            if per_prompt is None:
+                continue
+            try:
+                for prompt, c in per_prompt.items():
+                    rows.append({**{k: base[k] for k in PROMPT_COLUMNS[:7]}, "labels": int(ev["labels"]),
+                                 "prompt_set": str(ev.get("prompt_set", "eval")), "prompt": str(prompt),
+                                 "n": int(c["n"]), "successes": int(c["successes"]),
+                                 "unreadable": int(c["unreadable"])})
+            except (AttributeError, KeyError, TypeError, ValueError) as e:
+                raise HerobenchError(
+                    f"{base['path']}/evals.jsonl: line {number} has a malformed 'per_prompt' "
+                    f"({type(e).__name__}: {e})"
+                ) from None
+    df = pd.DataFrame(rows, columns=PROMPT_COLUMNS)
+    return df.sort_values(["task", "method", "seed", "prompt_set", "labels"], ignore_index=True, kind="stable")
 
 
 def curve_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -294,12 +335,13 @@ def write_report(
     run_dirs: Iterable[str | Path], out_dir: str | Path, targets: Sequence[float] = ()
 ) -> dict[str, Path]:
     """Write ``runs.csv`` (tidy), ``curves.csv``, ``curves_<task>.png`` per task, ``tables.md`` (the
-    paper-style tables), and ``labels_to_target.csv`` when ``targets`` are given; ``runs.parquet`` too if
-    pyarrow is installed.
+    paper-style tables), ``prompts.csv`` (successes per prompt, when the runs recorded them) and
+    ``labels_to_target.csv`` when ``targets`` are given; ``runs.parquet`` too if pyarrow is installed.
 
     Returns:
         name -> path of every file written.
     """
+    run_dirs = list(run_dirs)
     df = load_runs(run_dirs)
     if df.empty:
         raise HerobenchError("the given run folders hold no evaluations yet")
@@ -317,6 +359,10 @@ def write_report(
         name = f"curves_{task}.png"
         written[name] = plot_curves(sub, out / name, title=str(task))
     written["tables.md"] = write_tables(df, out / "tables.md")
+    prompts = load_prompt_counts(run_dirs)
+    if not prompts.empty:
+        written["prompts.csv"] = out / "prompts.csv"
+        prompts.to_csv(written["prompts.csv"], index=False)
     if targets:
         written["labels_to_target.csv"] = out / "labels_to_target.csv"
         table = pd.concat([labels_to_target(df, t) for t in targets], ignore_index=True)

@@ -274,7 +274,8 @@ class Run:
             if not self.main:
                 continue
             row = {"labels": self.labels_done, "iteration": self.iteration, "prompt_set": name,
-                   **summarise(verdicts), "reasons": _reason_counts(verdicts)}
+                   **summarise(verdicts), "reasons": _reason_counts(verdicts),
+                   "per_prompt": _per_prompt_counts(prompts, verdicts)}
             append_jsonl(self.dir.evals, row)
             rows.append(row)
         self._time("evaluation", t0)
@@ -354,6 +355,18 @@ def _last_best_sha256(ledger: FeedbackLedger) -> str | None:
         if rec.best is not None:
             return rec.entries[rec.best]["image_sha256"]
     return None
+
+
+def _per_prompt_counts(prompts: list[str], verdicts) -> dict[str, dict[str, int]]:
+    """``{prompt: {"n", "successes", "unreadable"}}`` in the prompts' first-seen order: the whole
+    per-prompt breakdown (``reasons`` keeps only the 12 most frequent reasons)."""
+    out: dict[str, dict[str, int]] = {}
+    for prompt, v in zip(prompts, verdicts, strict=True):
+        c = out.setdefault(prompt, {"n": 0, "successes": 0, "unreadable": 0})
+        c["n"] += 1
+        c["successes"] += int(bool(v.success))
+        c["unreadable"] += int(not v.readable)
+    return out
 
 
 def _reason_counts(verdicts) -> dict[str, int]:
