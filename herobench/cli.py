@@ -25,7 +25,7 @@ Examples:
 
 
 class _Group(click.Group):
-    """Turn every HerobenchError into one line on stderr and exit status 2."""
+    """Turn every HerobenchError, and click's own usage errors, into one line on stderr and exit status 2."""
 
     def invoke(self, ctx):
         try:
@@ -33,6 +33,24 @@ class _Group(click.Group):
         except HerobenchError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as e:  # click prints usage, a hint and the error on three lines
+            where = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+            click.echo(f"error: {e.format_message()}{where}", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        # commands return None; --help/--version and ctx.exit(n) return their exit code
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 @click.group(cls=_Group, help="herobench: HERO and its baselines under one feedback budget.\n" + EXAMPLES)
@@ -183,7 +201,8 @@ def report_cmd(run_dirs, out, targets):
 @click.argument("grid", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="folder of the cell run folders [default: runs/<grid file name>]")
-@click.option("--jobs", type=int, default=1, show_default=True, help="cells run in parallel (one thread each)")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="cells run in parallel (one thread each)")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a [settings] key (repeatable)")
 @click.option("--dry-run", is_flag=True, help="list the cells and their state; run nothing")
 @click.option("--no-report", is_flag=True, help="skip the merged report at the end")
@@ -205,8 +224,12 @@ def bench_cmd(grid, out, jobs, overrides, dry_run, no_report, gpus):
     from herobench.harness.bench import bench
 
     out = out if out is not None else Path("runs") / grid.stem
+    gpu_list = [g.strip() for g in gpus.split(",") if g.strip()]
+    for g in gpu_list:  # what CUDA_VISIBLE_DEVICES accepts: an index or a GPU/MIG UUID
+        if not (g.isdigit() or g.startswith(("GPU-", "MIG-"))):
+            raise click.BadParameter(f"{g!r} is not a GPU index or UUID", param_hint="--gpus")
     results = bench(grid, out, jobs=jobs, overrides=list(overrides), dry_run=dry_run, report=not no_report,
-                    gpus=[g.strip() for g in gpus.split(",") if g.strip()], echo=click.echo)
+                    gpus=gpu_list, echo=click.echo)
     if any(r.status == "failed" for r in results):
         sys.exit(1)
 
@@ -245,7 +268,7 @@ def glyphworld_train(out: Path, seed: int, unet_steps: int | None, vae_steps: in
 @glyphworld_cmd.command("grid")
 @click.option("--task", required=True, help="task name")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="PNG to write")
-@click.option("--n", type=int, default=32, show_default=True)
+@click.option("--n", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--profile", default="default", show_default=True, help="rater profile (mountain: green|snowy)")
 @click.option("--truth", is_flag=True, help="freshly rendered ground truth instead of model samples")
@@ -254,9 +277,17 @@ def glyphworld_train(out: Path, seed: int, unet_steps: int | None, vae_steps: in
 def glyphworld_grid(task, out, n, seed, profile, truth, model, lora):
     """Write a PNG grid of samples for a task with each verdict drawn on its tile."""
     from herobench.glyphworld import calibrate
+    from herobench.glyphworld.render import TASK_PROMPTS
+    from herobench.harness.tasks import load_task
+    from herobench.registry import unknown_name_message
 
-    if profile == "default" and task == "mountain":
-        profile = "green"
+    if task not in TASK_PROMPTS:
+        raise HerobenchError(unknown_name_message("GlyphWorld task", task, sorted(TASK_PROMPTS)))
+    profiles = list(load_task(task).rater_profiles)
+    if profile == "default" and "default" not in profiles:
+        profile = profiles[0]
+    if profile not in profiles:
+        raise HerobenchError(f"rater profile '{profile}' is not one of task '{task}': {profiles}")
     if truth:
         calibrate.ground_truth_grid(task, out, n=n, seed=seed, profile=profile)
     else:
@@ -266,7 +297,7 @@ def glyphworld_grid(task, out, n, seed, profile, truth, model, lora):
 
 @glyphworld_cmd.command("calibrate")
 @click.option("--model", default="glyphworld", show_default=True)
-@click.option("--n", type=int, default=256, show_default=True, help="samples per task prompt set")
+@click.option("--n", type=click.IntRange(min=1), default=256, show_default=True, help="samples per task prompt set")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="write calibration.json + grids here")
 @click.option("--guidance-scale", type=float, default=None,
               help="measure at this CFG scale instead of the model card's (a sampler sweep)")

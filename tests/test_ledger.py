@@ -255,3 +255,53 @@ def test_environment_info_records_versions():
     assert info["python"].count(".") == 2 and info["packages"]["torch"]
     assert set(info) >= {"herobench", "platform", "packages", "git", "git_dirty"}
     json.dumps(info)  # goes into config.json
+
+
+def _edit(path, number, **changes):
+    lines = path.read_text().splitlines(keepends=True)
+    obj = json.loads(lines[number - 1])
+    for k, v in changes.items():
+        if v is KeyError:
+            obj.pop(k)
+        else:
+            obj[k] = v
+    lines[number - 1] = json.dumps(obj) + "\n"
+    path.write_text("".join(lines))
+
+
+@pytest.mark.parametrize("number, changes, pattern", [
+    (1, {"good": "false"}, r"line 1 is not a valid label \(entry 0 needs 'good' \(bool\), got 'false'\)"),
+    (2, {"image_sha256": KeyError}, r"line 2 is not a valid label \(entry 1 needs 'image_sha256'"),
+    (3, {"pairs": [1]}, r"line 3: iteration 0 is not valid \(a pair must be two batch indices"),
+    (3, {"pairs": [["x", 1]]}, r"line 3: iteration 0 is not valid \(a pair must be two batch indices"),
+    (3, {"pairs": [[1, 0]]}, r"pair \(1, 0\) must be \(good, bad\)"),
+    (3, {"scores": "abc"}, r"line 3: iteration 0 is not valid \(scores must be a list of numbers"),
+    (3, {"best": True}, r"best must be an index"),
+    (3, {"meta": [1]}, r"meta must be an object"),
+])
+def test_an_edited_committed_line_is_refused_by_name(tmp_path, number, changes, pattern):
+    # the same rules as record(): a replayed log or a resumed ledger never feeds a method a label of a
+    # type it would not have written ("false" read as good, a pair that is not two indices, ...)
+    path = tmp_path / "labels.jsonl"
+    FeedbackLedger(path, 100).record(0, entries([1, 0]), pairs=[(0, 1)], scores=[0.9, 0.1])
+    _edit(path, number, **changes)
+    before = path.read_bytes()
+    with pytest.raises(HerobenchError, match=pattern):
+        FeedbackLedger.open(path, 100)
+    assert path.read_bytes() == before
+
+
+def test_open_without_repair_leaves_a_torn_tail_until_the_next_record(tmp_path):
+    path = tmp_path / "labels.jsonl"
+    led = FeedbackLedger(path, 100)
+    led.record(0, entries([1, 0]))
+    committed = path.read_bytes()
+    path.write_bytes(committed + b'{"schema": 1, "kind": "label", "itera')
+    torn_file = path.read_bytes()
+    again = FeedbackLedger.open(path, 100, repair=False)
+    assert again.spent == 2 and again.recovered is None
+    assert path.read_bytes() == torn_file and not path.with_name("labels.jsonl.torn").exists()
+    again.record(1, entries([1], it=1))  # continuing cuts the tail first, into the side file
+    assert "1 uncommitted line(s)" in again.recovered
+    assert path.with_name("labels.jsonl.torn").read_bytes() == b'{"schema": 1, "kind": "label", "itera\n'
+    assert FeedbackLedger.open(path, 100).iterations == [0, 1] and path.read_bytes().startswith(committed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -107,6 +108,9 @@ def _cli(*args: str) -> tuple[int, str]:
         (["run", "--task", "hand", "--set", "sampler.stepz=3"], "unknown key 'sampler.stepz'"),
         (["run", "--task", "hand", "--model", "/does/not/exist"], "does not exist"),
         (["validate", "--task", "nope"], "unknown task 'nope'"),
+        (["run", "--task", "hand", "--set", "device=tpu"], "device 'tpu' is not a torch device"),
+        (["run", "--task", "hand", "--rater", "bob"], "--rater must be simulated, human or replay"),
+        (["run", "--task", "hand", "--budget", "ten"], "'ten' is not a valid integer"),  # click's own
     ],
 )
 def test_bad_input_gives_one_line_error(args, needle, tmp_path):
@@ -116,6 +120,24 @@ def test_bad_input_gives_one_line_error(args, needle, tmp_path):
     assert not any(tmp_path.iterdir())  # a refused run leaves no folder behind
 
 
+@pytest.mark.parametrize("args, needle", [
+    (["glyphworld", "grid", "--task", "hnd", "--out", "{tmp}/a.png"], "unknown GlyphWorld task 'hnd'"),
+    (["glyphworld", "grid", "--task", "hand", "--out", "{tmp}/a.png", "--n", "0"], "0 is not in the range"),
+    (["glyphworld", "grid", "--task", "mountain", "--out", "{tmp}/a.png", "--profile", "purple"],
+     "rater profile 'purple' is not one of task 'mountain'"),
+    (["bench", "{tmp}/g.toml", "--gpus", "a,b", "--dry-run"], "'a' is not a GPU index"),
+    (["report", "{run}", "{run}/", "--out", "{tmp}/r"], "run folder given twice"),
+    (["report", "{run}", "--out", "{tmp}/r", "--target", "nan"], "target success rate must be in (0, 1]"),
+    (["report", "{run}", "--out", "{tmp}/g.toml"], "exists and is not a folder"),
+    (["run", "--task", "hand", "--model", "{tmp}", "--out", "{tmp}/runs"], "not a diffusers model folder"),
+])
+def test_bad_arguments_of_every_command_give_one_line_errors(finished_run, tmp_path, args, needle):
+    (tmp_path / "g.toml").write_text('[grid]\ntasks = ["hand"]\nmethods = ["pretrained"]\nseeds = [0]\n')
+    code, out = _cli(*[a.format(tmp=tmp_path, run=finished_run) for a in args])
+    assert code == 2 and needle in out and len(out.strip().splitlines()) == 1, out
+    assert not (tmp_path / "r").exists() and not (tmp_path / "a.png").exists()
+
+
 def test_foreign_or_corrupt_folders_are_refused(tiny_world, tmp_path):
     code, out = _cli("run", "--resume", str(tmp_path))
     assert code == 2 and "not a herobench run folder" in out
@@ -123,6 +145,40 @@ def test_foreign_or_corrupt_folders_are_refused(tiny_world, tmp_path):
     bad.write_text("task = [unclosed")
     code, out = _cli("run", "--config", str(bad))
     assert code == 2 and "bad.toml" in out
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_world, tmp_path_factory) -> Path:
+    path, _ = run(settings(tiny_world, budget_labels=8), out=tmp_path_factory.mktemp("finished"), progress=False)
+    return path  # 2 iterations of 4 labels, checkpointed after the second
+
+
+def _cut_last_bytes(path: Path, n: int) -> None:
+    path.write_bytes(path.read_bytes()[:-n])
+
+
+@pytest.mark.parametrize("corrupt, needle", [
+    # a torn tail *and* a corrupt checkpoint: the resume fails, and must not have cut the tail yet
+    (lambda d: (d / "labels.jsonl").open("a").write('{"schema": 1, "kind": "label", "itera'),
+     None),
+    (lambda d: (d / "checkpoints/latest/harness.json").write_text('{"iteration": "two", "labels": 8}'),
+     "is corrupt (ValueError"),
+    (lambda d: (d / "checkpoints/latest/harness.json").write_text("{}"), "is corrupt (KeyError"),
+    # the commit marker of a learned iteration torn away: the ledger no longer holds what was learned
+    (lambda d: _cut_last_bytes(d / "labels.jsonl", 40), "commits iterations 1-1 (4 labels up to iteration 2)"),
+    (lambda d: (d / "labels.jsonl").write_text(""), "commits iterations none (0 labels"),
+], ids=["torn-tail-and-bad-method-state", "harness-not-int", "harness-empty", "torn-marker", "ledger-emptied"])
+def test_a_failed_resume_changes_no_recorded_label(finished_run, tmp_path, corrupt, needle):
+    d = tmp_path / "run"
+    shutil.copytree(finished_run, d)
+    corrupt(d)
+    if needle is None:  # the first case: also break the checkpoint
+        (d / "checkpoints/latest/method.pt").write_bytes(b"not a torch file")
+        needle = "is corrupt"
+    before = (d / "labels.jsonl").read_bytes()
+    code, out = _cli("run", "--resume", str(d), "--quiet")
+    assert code == 2 and needle in out and len(out.strip().splitlines()) == 1, out
+    assert (d / "labels.jsonl").read_bytes() == before and not (d / "labels.jsonl.torn").exists()
 
 
 def _labels(path: Path) -> list[dict]:

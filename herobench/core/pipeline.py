@@ -54,9 +54,27 @@ class SDComponents:
         return pipe
 
 
-def _check_layout(root: Path) -> None:
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device that this machine has; HerobenchError (one line) otherwise."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise HerobenchError(f"device {str(device)!r} is not a torch device ({' '.join(str(e).split())[:120]})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise HerobenchError(f"device {str(device)!r}: this torch sees no CUDA GPU (use --device cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise HerobenchError(f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA GPU(s) visible")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise HerobenchError(f"device {str(device)!r}: MPS is not available on this machine")
+    return dev
+
+
+def check_model_folder(root: Path) -> None:
+    """A diffusers SD folder with every component file and readable JSON configs; one-line HerobenchError
+    naming the first missing or corrupt file otherwise."""
     if not root.is_dir():
-        raise HerobenchError(f"model folder not found: {root}")
+        raise HerobenchError(f"model folder not found: {root}" if not root.exists() else
+                             f"model path {root} is a file, not a diffusers model folder")
     if not (root / "model_index.json").is_file():
         raise HerobenchError(f"not a diffusers model folder (missing {root / 'model_index.json'})")
     for sub, groups in _REQUIRED.items():
@@ -64,6 +82,7 @@ def _check_layout(root: Path) -> None:
             if not any((root / sub / n).is_file() for n in names):
                 raise HerobenchError(f"incomplete model folder: missing {root / sub / names[0]}")
     for cfg in (
+        "model_index.json",
         "unet/config.json",
         "vae/config.json",
         "text_encoder/config.json",
@@ -73,6 +92,19 @@ def _check_layout(root: Path) -> None:
             json.loads((root / cfg).read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise HerobenchError(f"corrupt model file {root / cfg}: {e}") from None
+
+
+def _quietly(fn):
+    """Run a transformers loader without its "Loading weights" progress bar (noise on every run's stderr)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return fn()
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _load(what: str, root: Path, fn):
@@ -104,13 +136,13 @@ def load_components(
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import AutoTokenizer, CLIPTextModel
 
+    check_device(device)
     root = Path(path).expanduser()
-    _check_layout(root)
+    check_model_folder(root)
     kw = {"local_files_only": True}
     tokenizer = _load("tokenizer", root, lambda: AutoTokenizer.from_pretrained(root / "tokenizer", **kw))
-    text_encoder = _load(
-        "text_encoder", root, lambda: CLIPTextModel.from_pretrained(root / "text_encoder", dtype=dtype, **kw)
-    )
+    text_encoder = _load("text_encoder", root, lambda: _quietly(
+        lambda: CLIPTextModel.from_pretrained(root / "text_encoder", dtype=dtype, **kw)))
     vae = _load("vae", root, lambda: AutoencoderKL.from_pretrained(root / "vae", torch_dtype=dtype, **kw))
     unet = _load(
         "unet", root, lambda: UNet2DConditionModel.from_pretrained(root / "unet", torch_dtype=dtype, **kw)

@@ -15,8 +15,11 @@
 An iteration counts only once its ``iteration`` line is on disk. On resume (:meth:`FeedbackLedger.open`)
 label lines after the last commit marker (the process died mid-write) are removed from the file, kept
 in a ``<name>.torn`` side file, and reported in :attr:`FeedbackLedger.recovered`; those labels were never
-acknowledged, so no method learned from them and they are not charged. A malformed line *before* the
-last commit marker is corruption and raises, naming the line.
+acknowledged, so no method learned from them and they are not charged. The runner opens with
+``repair=False``: the tail is cut only when the run records again, so a resume that fails on something
+else leaves the file as it was. A malformed line *before* the last commit marker is corruption and
+raises, naming the line; so does a committed line that :meth:`FeedbackLedger.record` would not have
+written (``good`` not a bool, a pair that is not two (good, bad) indices, ...).
 
 Budget: one feedback = one image labelled good or bad (HERO §5); the best pick and D3PO pairs are
 recorded but not charged (best picks are counted separately in :attr:`n_best_picks`).
@@ -88,6 +91,7 @@ class FeedbackLedger:
         self._iterations = iterations
         self._size = size  # bytes of committed content; a failed write is truncated back to this
         self._spent = sum(len(r.entries) for r in iterations.values())
+        self._torn_tail = b""  # uncommitted bytes after self._size, until repair()
         self.recovered: str | None = None
         if self._spent > budget_labels:
             raise BudgetExceededError(
@@ -95,8 +99,13 @@ class FeedbackLedger:
             )
 
     @classmethod
-    def open(cls, path: str | Path, budget_labels: int) -> FeedbackLedger:
+    def open(cls, path: str | Path, budget_labels: int, repair: bool = True) -> FeedbackLedger:
         """Reload an existing ledger (or start one if the file is absent) to resume a run.
+
+        Args:
+            repair: move an uncommitted tail (a torn write) to the ``.torn`` side file now. With False
+                the file is left untouched until :meth:`repair` or the next :meth:`record`, so a resume
+                that fails on something else (a corrupt checkpoint) changes nothing on disk.
 
         Raises:
             HerobenchError: a malformed or inconsistent line before the last committed iteration
@@ -111,20 +120,28 @@ class FeedbackLedger:
         data = path.read_bytes()
         iterations, committed_end = _parse(path, data)
         ledger._init(path, budget_labels, iterations, committed_end)
-        if committed_end < len(data):
-            dropped = data[committed_end:]
-            torn = path.with_name(path.name + ".torn")
-            append_durably(torn, dropped if dropped.endswith(b"\n") else dropped + b"\n")
-            with path.open("r+b") as fh:
-                fh.truncate(committed_end)
-                os.fsync(fh.fileno())
-            n_lines = dropped.count(b"\n") + (not dropped.endswith(b"\n"))
-            ledger.recovered = (
-                f"{path}: removed {n_lines} uncommitted line(s) ({len(dropped)} bytes) after the last "
-                f"complete iteration (the process stopped mid-write); kept in {torn}"
-            )
-            log.warning(ledger.recovered)
+        ledger._torn_tail = data[committed_end:]
+        if repair:
+            ledger.repair()
         return ledger
+
+    def repair(self) -> None:
+        """Move the uncommitted lines after the last commit marker (if any) to ``<name>.torn`` and cut
+        them from the ledger; says so in :attr:`recovered`. Idempotent."""
+        dropped, self._torn_tail = self._torn_tail, b""
+        if not dropped:
+            return
+        torn = self.path.with_name(self.path.name + ".torn")
+        append_durably(torn, dropped if dropped.endswith(b"\n") else dropped + b"\n")
+        with self.path.open("r+b") as fh:
+            fh.truncate(self._size)
+            os.fsync(fh.fileno())
+        n_lines = dropped.count(b"\n") + (not dropped.endswith(b"\n"))
+        self.recovered = (
+            f"{self.path}: removed {n_lines} uncommitted line(s) ({len(dropped)} bytes) after the last "
+            f"complete iteration (the process stopped mid-write); kept in {torn}"
+        )
+        log.warning(self.recovered)
 
     # ---------------------------------------------------------------------------------------------
     # counts
@@ -205,6 +222,7 @@ class FeedbackLedger:
             BudgetExceededError: ``spent + len(entries) > budget_labels``; nothing is written.
             ValueError: malformed arguments (a programming error); nothing is written.
         """
+        self.repair()
         n = len(entries)
         if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
             raise ValueError(f"iteration must be an int >= 0, got {iteration!r}")
@@ -216,24 +234,7 @@ class FeedbackLedger:
                 f"recording {n} labels would exceed the budget: {self._spent} of {self.budget_labels} "
                 f"spent, {self.remaining} remaining"
             )
-        goods = []
-        for i, entry in enumerate(entries):
-            _check_entry(entry, i)
-            goods.append(entry["good"])
-        if best is not None:
-            if not (isinstance(best, int) and 0 <= best < n):
-                raise ValueError(f"best must be an index in [0, {n}), got {best!r}")
-            if not goods[best]:
-                raise ValueError(f"best pick {best} is not labelled good")
-        pair_list = [(int(w), int(b)) for w, b in pairs]
-        for w, b in pair_list:
-            if not (0 <= w < n and 0 <= b < n) or not goods[w] or goods[b]:
-                raise ValueError(f"pair ({w}, {b}) must be (good, bad) indices of this batch")
-        score_list = None
-        if scores is not None:
-            score_list = [float(s) for s in scores]
-            if len(score_list) != n:
-                raise ValueError(f"got {len(score_list)} scores for {n} entries")
+        pair_list, score_list = _check_iteration(entries, best, pairs, scores)
 
         spent_after = self._spent + n
         lines = [
@@ -284,6 +285,41 @@ class FeedbackLedger:
             log.exception("%s: could not remove a partial write; reopen the ledger to repair it", self.path)
 
 
+def _check_iteration(
+    entries: Sequence[Any], best: Any, pairs: Any, scores: Any
+) -> tuple[list[tuple[int, int]], list[float] | None]:
+    """Check one iteration's labels, best pick, pairs and scores (as :meth:`FeedbackLedger.record`
+    documents them); returns the pairs and scores normalised. Raises ValueError naming the problem."""
+    n = len(entries)
+    for i, entry in enumerate(entries):
+        _check_entry(entry, i)
+    goods = [entry["good"] for entry in entries]
+    if best is not None:
+        if isinstance(best, bool) or not (isinstance(best, int) and 0 <= best < n):
+            raise ValueError(f"best must be an index in [0, {n}), got {best!r}")
+        if not goods[best]:
+            raise ValueError(f"best pick {best} is not labelled good")
+    pair_list = []
+    for pair in pairs:
+        if (not isinstance(pair, Sequence) or isinstance(pair, str) or len(pair) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in pair)):
+            raise ValueError(f"a pair must be two batch indices (winner, loser), got {pair!r}")
+        w, b = pair
+        if not (0 <= w < n and 0 <= b < n) or not goods[w] or goods[b]:
+            raise ValueError(f"pair ({w}, {b}) must be (good, bad) indices of this batch")
+        pair_list.append((w, b))
+    score_list = None
+    if scores is not None:
+        if isinstance(scores, str | bytes | Mapping) or not isinstance(scores, Sequence) or not all(
+            isinstance(x, int | float) and not isinstance(x, bool) for x in scores
+        ):
+            raise ValueError(f"scores must be a list of numbers, got {scores!r}")
+        score_list = [float(x) for x in scores]
+        if len(score_list) != n:
+            raise ValueError(f"got {len(score_list)} scores for {n} entries")
+    return pair_list, score_list
+
+
 def _check_entry(entry: Any, i: int) -> None:
     if not isinstance(entry, Mapping):
         raise ValueError(f"entry {i} must be a mapping, got {type(entry).__name__}")
@@ -299,7 +335,7 @@ def _parse(path: Path, data: bytes) -> tuple[dict[int, RecordedIteration], int]:
     """Committed iterations of a ledger file and the byte offset where the committed part ends."""
     iterations: dict[int, RecordedIteration] = {}
     committed_end = 0
-    pending: list[dict[str, Any]] = []
+    pending: list[tuple[int, dict[str, Any]]] = []  # (line number, label line)
     first_bad: str | None = None  # a malformed line is only fatal if a commit marker follows it
     pos, number = 0, 0
     while True:
@@ -326,7 +362,7 @@ def _parse(path: Path, data: bytes) -> tuple[dict[int, RecordedIteration], int]:
         kind = obj.get("kind")
         if kind == "label":
             if first_bad is None:
-                pending.append(obj)
+                pending.append((number, obj))
             continue
         if kind != "iteration":
             raise HerobenchError(f"{where}: unknown record kind {kind!r}")
@@ -336,21 +372,32 @@ def _parse(path: Path, data: bytes) -> tuple[dict[int, RecordedIteration], int]:
         if not isinstance(it, int) or (iterations and it <= max(iterations)):
             raise HerobenchError(f"{where}: iteration {it!r} is not after the previous one")
         if obj.get("n_labels") != len(pending) or any(
-            p.get("iteration") != it or p.get("index") != j for j, p in enumerate(pending)
+            p.get("iteration") != it or p.get("index") != j for j, (_, p) in enumerate(pending)
         ):
             raise HerobenchError(
                 f"{where}: iteration {it} commits {obj.get('n_labels')!r} labels but the label lines "
                 f"before it do not match ({len(pending)} pending)"
             )
-        entries = tuple({k: v for k, v in p.items() if k not in _RESERVED} for p in pending)
-        scores = obj.get("scores")
+        entries = tuple({k: v for k, v in p.items() if k not in _RESERVED} for _, p in pending)
+        for j, (label_number, _) in enumerate(pending):
+            try:
+                _check_entry(entries[j], j)
+            except ValueError as e:
+                raise HerobenchError(f"{path}: line {label_number} is not a valid label ({e})") from None
+        try:
+            pairs, scores = _check_iteration(entries, obj.get("best"), obj.get("pairs") or [], obj.get("scores"))
+        except ValueError as e:
+            raise HerobenchError(f"{where}: iteration {it} is not valid ({e})") from None
+        meta = obj.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise HerobenchError(f"{where}: iteration {it} is not valid (meta must be an object, got {meta!r})")
         iterations[it] = RecordedIteration(
             iteration=it,
             entries=entries,
             best=obj.get("best"),
-            pairs=tuple((int(w), int(b)) for w, b in obj.get("pairs", [])),
-            scores=tuple(float(s) for s in scores) if scores is not None else None,
-            meta=obj.get("meta") or {},
+            pairs=tuple(pairs),
+            scores=tuple(scores) if scores is not None else None,
+            meta=meta,
         )
         pending = []
         committed_end = pos

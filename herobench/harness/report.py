@@ -342,10 +342,21 @@ def write_report(
         name -> path of every file written.
     """
     run_dirs = list(run_dirs)
+    seen: dict[Path, str] = {}
+    for d in run_dirs:
+        key = Path(d).resolve()
+        if key in seen:
+            raise HerobenchError(f"run folder given twice: {seen[key]} and {d} (each run counts once)")
+        seen[key] = str(d)
+    for t in targets:
+        if not 0.0 < t <= 1.0:  # (also refuses NaN)
+            raise HerobenchError(f"target success rate must be in (0, 1], got {t}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise HerobenchError(f"report folder {out} exists and is not a folder")
     df = load_runs(run_dirs)
     if df.empty:
         raise HerobenchError("the given run folders hold no evaluations yet")
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     written["runs.csv"] = out / "runs.csv"

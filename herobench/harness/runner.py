@@ -4,7 +4,9 @@ methods only learn (see docs/ARCHITECTURE.md).
 Determinism and resume: every iteration draws its randomness from generators seeded by
 ``(seed, iteration)``, so a run resumed from the checkpoint of iteration k replays iteration k + 1
 exactly. Labels recorded in the ledger for an iteration that had not been checkpointed yet are
-*replayed* from the ledger on resume — a label is never asked for twice.
+*replayed* from the ledger on resume — a label is never asked for twice. A resume also checks that the
+ledger commits exactly the iterations the checkpoint learned from (plus at most the next one); an edited
+or truncated ledger is refused with one line and nothing on disk changes.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from herobench.config import RunSettings, to_dict
 from herobench.core.generator import Generator, SamplerConfig
 from herobench.core.images import sha256_of_image
 from herobench.core.lora import load_lora, save_lora
-from herobench.core.pipeline import load_components
+from herobench.core.pipeline import check_device, check_model_folder, load_components
 from herobench.core.policy_gradient import process_share, process_shares
 from herobench.errors import HerobenchError
 from herobench.harness.evaluate import eval_noise, summarise
@@ -123,6 +125,8 @@ class Run:
         if settings.oracle:
             ORACLES.get(settings.oracle)  # an unknown name fails before anything is loaded
         self.model_dir = resolve_model(settings.model)
+        check_model_folder(self.model_dir)  # before the oracles: a broken model is the error to report
+        check_device(settings.device)
         backend = model_card(self.model_dir)["backend"]
         self.backend = backend
         self.task = for_backend(self.task, backend)
@@ -165,7 +169,8 @@ class Run:
         budget = settings.budget_labels if self.method.trains else 0
         if accelerator is not None and human:
             raise HerobenchError("a human rater labels one process' batches: run it without accelerate launch")
-        self.ledger = FeedbackLedger.open(run_dir.labels, budget) if self.main else None
+        # a torn tail is cut at the first new record, not here: a resume that fails later changes nothing
+        self.ledger = FeedbackLedger.open(run_dir.labels, budget, repair=False) if self.main else None
         self.budget = budget
         self.iteration = 0  # iterations completed (learned from and checkpointed)
         self.labels_done = 0  # labels of those iterations (the ledger may hold one more, not yet learned)
@@ -227,20 +232,37 @@ class Run:
             old.rename(ckpt)
         if self.acc is not None:
             self.acc.wait_for_everyone()  # every process loads the checkpoint the main one fixed up
-        if not ckpt.exists():
-            return
-        try:
-            state = json.loads((ckpt / "harness.json").read_text())
-            if self.method.trains:
-                load_lora(self.gen.components.unet, ckpt / "lora")
-            self.method.load_state_dict(torch.load(ckpt / "method.pt", weights_only=False))
-        except HerobenchError:
-            raise
-        except Exception as e:  # noqa: BLE001 - any corruption becomes one line
-            raise HerobenchError(f"checkpoint {ckpt} is corrupt ({type(e).__name__}: {e})") from e
-        self.iteration = int(state["iteration"])
-        self.labels_done = int(state["labels"])
-        self.best_score = state["best_score"]
+        if ckpt.exists():
+            try:
+                state = json.loads((ckpt / "harness.json").read_text())
+                iteration, labels, best_score = int(state["iteration"]), int(state["labels"]), state["best_score"]
+                if best_score is not None:
+                    best_score = float(best_score)
+                if self.method.trains:
+                    load_lora(self.gen.components.unet, ckpt / "lora")
+                self.method.load_state_dict(torch.load(ckpt / "method.pt", weights_only=False))
+            except HerobenchError:
+                raise
+            except Exception as e:  # noqa: BLE001 - any corruption becomes one line
+                raise HerobenchError(f"checkpoint {ckpt} is corrupt ({type(e).__name__}: {e})") from e
+            self.iteration, self.labels_done, self.best_score = iteration, labels, best_score
+        if self.ledger is not None:
+            self._check_ledger_matches_checkpoint()
+
+    def _check_ledger_matches_checkpoint(self) -> None:
+        """The ledger must hold exactly the iterations the checkpoint learned from (1..iteration, with
+        its label count), plus at most the next one (recorded, not yet learned: it is replayed)."""
+        learned = [it for it in self.ledger.iterations if it <= self.iteration]
+        held = sum(len(self.ledger.get(it).entries) for it in learned)
+        extra = [it for it in self.ledger.iterations if it > self.iteration]
+        if learned != list(range(1, self.iteration + 1)) or held != self.labels_done or extra not in (
+            [], [self.iteration + 1]
+        ):
+            raise HerobenchError(
+                f"{self.ledger.path} does not match the checkpoint: it commits iterations {_span(learned + extra)} "
+                f"({held} labels up to iteration {self.iteration}), but the checkpoint learned iterations "
+                f"1-{self.iteration} ({self.labels_done} labels); nothing was changed"
+            )
 
     def close(self) -> None:
         """Release what the run holds open (the human rater's web server)."""
@@ -357,6 +379,13 @@ def _last_best_sha256(ledger: FeedbackLedger) -> str | None:
     return None
 
 
+def _span(iterations: list[int]) -> str:
+    if not iterations:
+        return "none"
+    return f"{iterations[0]}-{iterations[-1]}" if iterations == list(range(iterations[0], iterations[-1] + 1)) \
+        else ", ".join(map(str, iterations))
+
+
 def _per_prompt_counts(prompts: list[str], verdicts) -> dict[str, dict[str, int]]:
     """``{prompt: {"n", "successes", "unreadable"}}`` in the prompts' first-seen order: the whole
     per-prompt breakdown (``reasons`` keeps only the 12 most frequent reasons)."""
@@ -407,7 +436,7 @@ def prepare(settings: RunSettings, out: Path | str = "runs", resume: Path | str 
         except HerobenchError:
             raise
         except Exception as e:  # noqa: BLE001
-            raise HerobenchError(f"'{resume}' has an unreadable config.json ({e})") from e
+            raise HerobenchError(f"'{resume}' has an unreadable config.json ({type(e).__name__}: {e})") from e
         run = Run(settings, rd, progress, _accelerator(settings.device))
         run.load_checkpoint()
         return run
