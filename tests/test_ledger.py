@@ -253,7 +253,11 @@ def test_append_and_read_jsonl_with_torn_tail(tmp_path, caplog):
 def test_environment_info_records_versions():
     info = environment_info()
     assert info["python"].count(".") == 2 and info["packages"]["torch"]
-    assert set(info) >= {"herobench", "platform", "packages", "git", "git_dirty"}
+    assert set(info) >= {"herobench", "platform", "packages", "git", "git_dirty", "cpu"}
+    import torch  # the CPU capability and threads are recorded once torch is imported (always, in a run)
+
+    info = environment_info()
+    assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and info["threads"] >= 1
     json.dumps(info)  # goes into config.json
 
 

@@ -241,6 +241,19 @@ def _git(root: Path, *args: str) -> str | None:
     return out.stdout.strip()
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            fields = dict(line.split(":", 1) for line in fh.read().split("\n\n")[0].splitlines() if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        name = fields.get("model name", "")
+        family, model = fields.get("cpu family"), fields.get("model")
+        return f"{name} (family {family}, model {model})" if family and model else name
+    except OSError:
+        return platform.processor()
+
+
 def environment_info() -> dict[str, Any]:
     """Versions and machine facts recorded in every run's ``config.json``.
 
@@ -267,8 +280,13 @@ def environment_info() -> dict[str, Any]:
         if info["git"] is not None:
             status = _git(root, "status", "--porcelain", "--untracked-files=no")
             info["git_dirty"] = bool(status) if status is not None else None
+    info["cpu"] = _cpu_model()
     torch = sys.modules.get("torch")  # only if the caller already imported it (no import cost here)
     if torch is not None:
+        # the kernels torch dispatches to (AVX2, AVX512, ...) set float rounding: runs whose reward is
+        # learned (HERO) reproduce only on the same CPU capability
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        info["threads"] = torch.get_num_threads()
         info["cuda"] = torch.version.cuda
         info["device_name"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return info
