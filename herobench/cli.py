@@ -40,6 +40,9 @@ class _Group(click.Group):
         try:
             code = super().main(args, prog_name, complete_var, False, **extra)
         except click.UsageError as e:  # click prints usage, a hint and the error on three lines
+            if isinstance(e, getattr(click.exceptions, "NoArgsIsHelpError", ())):  # a bare group: its help
+                e.show()
+                sys.exit(e.exit_code)
             where = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
             click.echo(f"error: {e.format_message()}{where}", err=True)
             sys.exit(e.exit_code)

@@ -309,3 +309,13 @@ def test_open_without_repair_leaves_a_torn_tail_until_the_next_record(tmp_path):
     assert "1 uncommitted line(s)" in again.recovered
     assert path.with_name("labels.jsonl.torn").read_bytes() == b'{"schema": 1, "kind": "label", "itera\n'
     assert FeedbackLedger.open(path, 100).iterations == [0, 1] and path.read_bytes().startswith(committed)
+
+
+def test_numpy_indices_and_scores_are_recorded_as_plain_numbers(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "labels.jsonl"
+    FeedbackLedger(path, 100).record(0, entries([1, 0]), best=np.int64(0), pairs=[(np.int64(0), np.int32(1))],
+                                     scores=np.array([0.75, 0.25], dtype=np.float32))
+    rec = FeedbackLedger.open(path, 100).get(0)
+    assert (rec.best, rec.pairs, rec.scores) == (0, ((0, 1),), (0.75, 0.25))

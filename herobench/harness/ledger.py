@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import numbers
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -235,6 +236,7 @@ class FeedbackLedger:
                 f"spent, {self.remaining} remaining"
             )
         pair_list, score_list = _check_iteration(entries, best, pairs, scores)
+        best = int(best) if best is not None else None  # (a numpy index is fine, JSON wants an int)
 
         spent_after = self._spent + n
         lines = [
@@ -295,26 +297,27 @@ def _check_iteration(
         _check_entry(entry, i)
     goods = [entry["good"] for entry in entries]
     if best is not None:
-        if isinstance(best, bool) or not (isinstance(best, int) and 0 <= best < n):
+        if isinstance(best, bool) or not (isinstance(best, numbers.Integral) and 0 <= best < n):
             raise ValueError(f"best must be an index in [0, {n}), got {best!r}")
         if not goods[best]:
             raise ValueError(f"best pick {best} is not labelled good")
     pair_list = []
     for pair in pairs:
         if (not isinstance(pair, Sequence) or isinstance(pair, str) or len(pair) != 2
-                or not all(isinstance(x, int) and not isinstance(x, bool) for x in pair)):
+                or not all(isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in pair)):
             raise ValueError(f"a pair must be two batch indices (winner, loser), got {pair!r}")
-        w, b = pair
+        w, b = int(pair[0]), int(pair[1])
         if not (0 <= w < n and 0 <= b < n) or not goods[w] or goods[b]:
             raise ValueError(f"pair ({w}, {b}) must be (good, bad) indices of this batch")
         pair_list.append((w, b))
     score_list = None
     if scores is not None:
-        if isinstance(scores, str | bytes | Mapping) or not isinstance(scores, Sequence) or not all(
-            isinstance(x, int | float) and not isinstance(x, bool) for x in scores
-        ):
-            raise ValueError(f"scores must be a list of numbers, got {scores!r}")
-        score_list = [float(x) for x in scores]
+        try:  # a list, an array or a tensor of numbers (not a string, a mapping or booleans)
+            if isinstance(scores, str | bytes | Mapping) or any(isinstance(x, bool | str | bytes) for x in scores):
+                raise TypeError
+            score_list = [float(x) for x in scores]
+        except (TypeError, ValueError):
+            raise ValueError(f"scores must be a list of numbers, got {scores!r}") from None
         if len(score_list) != n:
             raise ValueError(f"got {len(score_list)} scores for {n} entries")
     return pair_list, score_list

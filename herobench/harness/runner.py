@@ -126,7 +126,7 @@ class Run:
             ORACLES.get(settings.oracle)  # an unknown name fails before anything is loaded
         self.model_dir = resolve_model(settings.model)
         check_model_folder(self.model_dir)  # before the oracles: a broken model is the error to report
-        check_device(settings.device)
+        check_device(settings.device if accelerator is None else accelerator.device)  # (gloo falls back to cpu)
         backend = model_card(self.model_dir)["backend"]
         self.backend = backend
         self.task = for_backend(self.task, backend)
@@ -438,7 +438,11 @@ def prepare(settings: RunSettings, out: Path | str = "runs", resume: Path | str 
         except Exception as e:  # noqa: BLE001
             raise HerobenchError(f"'{resume}' has an unreadable config.json ({type(e).__name__}: {e})") from e
         run = Run(settings, rd, progress, _accelerator(settings.device))
-        run.load_checkpoint()
+        try:
+            run.load_checkpoint()
+        except BaseException:
+            run.close()  # a human rater's page is already serving
+            raise
         return run
     acc = _accelerator(settings.device)
     out = Path(out)
