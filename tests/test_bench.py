@@ -157,13 +157,22 @@ def test_grid_runs_skips_resumes_and_refuses_other_settings(tiny_world, tmp_path
 
 
 def test_a_failing_cell_does_not_stop_the_grid(tiny_world, tmp_path):
-    grid = write_grid(tmp_path, tiny_world, methods=("hero", "pretrained"),
-                      extra="[method_options.pretrained]\nbogus = 1")
+    # well-typed options that only the method's setup refuses: the cell fails when it runs
+    grid = write_grid(tmp_path, tiny_world, methods=("ddpo", "pretrained"),
+                      extra="[method_options.ddpo]\nlora_targets = []")
     res = CliRunner().invoke(main, ["bench", str(grid), "--out", str(tmp_path / "out"), "--no-report"])
     assert res.exit_code == 1, res.output
-    assert "hand-pretrained-s0" in res.output and "FAILED" in res.output and "bogus" in res.output
-    assert (tmp_path / "out" / "hand-hero-s0" / "summary.json").exists()
-    assert "bogus" in (tmp_path / "out" / "failed" / "hand-pretrained-s0.txt").read_text()
+    assert "hand-ddpo-s0" in res.output and "FAILED" in res.output and "lora_targets" in res.output
+    assert (tmp_path / "out" / "hand-pretrained-s0" / "summary.json").exists()
+    assert "lora_targets" in (tmp_path / "out" / "failed" / "hand-ddpo-s0.txt").read_text()
+
+
+def test_options_a_method_refuses_stop_the_grid_before_anything_runs(tmp_path):
+    grid = write_grid(tmp_path, Path("/m"), methods=("hero", "pretrained"),
+                      extra="[method_options.pretrained]\nbogus = 1")
+    res = CliRunner().invoke(main, ["bench", str(grid), "--out", str(tmp_path / "out"), "--dry-run"])
+    assert res.exit_code == 2 and "cell hand-pretrained-s0:" in res.output and "bogus" in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow  # two spawned workers import torch + diffusers: ~10 s idle, ~30 s on a loaded 2-core machine

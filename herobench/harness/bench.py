@@ -381,13 +381,20 @@ def describe(result: CellResult) -> str:
 
 
 def plan(spec: GridSpec, out: str | Path, seeds: Sequence[int] | None = None) -> list[tuple[Cell, str, int]]:
-    """(cell, status, labels it will spend) for every cell, without running anything."""
+    """(cell, status, labels it will spend) for every cell, without running anything.
+
+    Raises:
+        HerobenchError: a cell's ``method_options`` that its method would refuse (named with the cell)."""
     from herobench.methods import METHODS
 
     rows = []
     for cell in cells(spec, seeds):
-        trains = METHODS.get(cell.settings.method)().trains
-        rows.append((cell, cell_status(cell, Path(out)), cell.settings.budget_labels if trains else 0))
+        method = METHODS.get(cell.settings.method)()
+        try:
+            method.resolve_options(cell.settings.method_options)
+        except HerobenchError as e:
+            raise HerobenchError(f"cell {cell.name}: {e}") from None
+        rows.append((cell, cell_status(cell, Path(out)), cell.settings.budget_labels if method.trains else 0))
     return rows
 
 

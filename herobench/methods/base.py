@@ -47,6 +47,11 @@ def cycle_prompts(prompts: tuple[str, ...] | list[str], n: int, repeat: int = 1)
     return [prompts[(i // repeat) % len(prompts)] for i in range(n)]
 
 
+@dataclass(frozen=True)
+class NoOptions:
+    """Methods without options: any key in ``method_options`` is rejected."""
+
+
 class Method:
     """Base class of every method; subclasses override what differs.
 
@@ -69,11 +74,18 @@ class Method:
     trains: bool = False
     custom_eval_noise: bool = False
     accelerator = None
+    options_class: type = NoOptions  # the dataclass ``method_options`` is read into
+
+    def resolve_options(self, options: dict[str, Any]) -> Any:
+        """``options`` read into :attr:`options_class`: unknown keys and wrong types raise ConfigError
+        naming them. Needs no model, so a grid checks every cell's options before anything runs."""
+        from herobench.config import from_dict
+
+        return from_dict(self.options_class, dict(options), "method_options")
 
     def setup(self, gen, options: dict[str, Any], seed: int) -> None:
-        """Build the LoRA adapter, optimizers and state. Validate ``options`` with
-        ``herobench.config.from_dict(OptionsClass, options, "method_options")`` (unknown keys are
-        rejected with their name). Called once, before any other method."""
+        """Build the LoRA adapter, optimizers and state, with ``self.resolve_options(options)``.
+        Called once, before any other method."""
         raise NotImplementedError
 
     def train_prompts(self, task: TaskSpec, n: int) -> list[str]:
@@ -108,11 +120,6 @@ class Method:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (after :meth:`setup`)."""
-
-
-@dataclass(frozen=True)
-class NoOptions:
-    """Methods without options: any key in ``method_options`` is rejected."""
 
 
 def merge_fixed(options: dict[str, Any], fixed: dict[str, Any], method: str) -> dict[str, Any]:

@@ -22,11 +22,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from herobench.config import from_dict, to_dict
+from herobench.config import to_dict
 from herobench.core.lora import ATTENTION_TARGETS
 from herobench.core.policy_gradient import backward, clip_and_step, process_share, sum_over_processes
 from herobench.errors import ConfigError, HerobenchError
-from herobench.methods.base import Method, NoOptions, attach_lora, cpu_state, labels_tensor
+from herobench.methods.base import Method, attach_lora, cpu_state, labels_tensor
 from herobench.types import Feedback, Rollout, TaskSpec
 
 
@@ -38,7 +38,7 @@ class PretrainedMethod(Method):
     trains = False
 
     def setup(self, gen, options: dict[str, Any], seed: int) -> None:
-        from_dict(NoOptions, dict(options), "method_options")
+        self.resolve_options(options)
 
 
 class EnhancedMethod(PretrainedMethod):
@@ -140,11 +140,12 @@ class DreamBoothMethod(Method):
     """
 
     name = "dreambooth"
+    options_class = DreamBoothOptions
     protocol = "hero"
     trains = True
 
     def setup(self, gen, options: dict[str, Any], seed: int) -> None:
-        self.options = from_dict(DreamBoothOptions, dict(options), "method_options")
+        self.options = self.resolve_options(options)
         self.gen = gen
         self.optimizer = attach_lora(gen, self.options.lora_rank, self.options.lr, seed, self.options.lora_targets)
         self.buffer_latents = torch.zeros((0, *gen.latent_shape))

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from herobench.config import from_dict, to_dict
+from herobench.config import to_dict
 from herobench.core.lora import ATTENTION_TARGETS
 from herobench.core.policy_gradient import PGConfig, dpo_update
 from herobench.errors import ConfigError, HerobenchError
@@ -83,11 +83,12 @@ class D3POMethod(Method):
     """
 
     name = "d3po"
+    options_class = D3POOptions
     protocol = "d3po"
     trains = True
 
     def setup(self, gen, options: dict[str, Any], seed: int) -> None:
-        self.options = from_dict(D3POOptions, dict(options), "method_options")
+        self.options = self.resolve_options(options)
         self.gen = gen
         self.pg = self.options.pg_config(gen.sampler.steps)
         self.optimizer = attach_lora(gen, self.options.lora_rank, self.options.lr, seed, self.options.lora_targets)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import torch
 
-from herobench.config import from_dict, to_dict
+from herobench.config import to_dict
 from herobench.core.lora import ATTENTION_TARGETS
 from herobench.core.losses import normalize_advantages
 from herobench.core.policy_gradient import PGConfig, ppo_update
@@ -72,11 +72,12 @@ class DDPOMethod(Method):
     """
 
     name = "ddpo"
+    options_class = DDPOOptions
     protocol = "scalar"
     trains = True
 
     def setup(self, gen, options: dict[str, Any], seed: int) -> None:
-        self.options = from_dict(DDPOOptions, dict(options), "method_options")
+        self.options = self.resolve_options(options)
         self.gen = gen
         self.pg = self.options.pg_config(gen.sampler.steps)
         self.optimizer = attach_lora(gen, self.options.lora_rank, self.options.lr, seed, self.options.lora_targets)

@@ -123,8 +123,11 @@ class HeroMethod(Method):
         self.name = name
         self.fixed = dict(fixed or {})  # options a named variant pins (e.g. hero-no-fgg)
 
+    def resolve_options(self, options: dict[str, Any]) -> HeroOptions:
+        return from_dict(HeroOptions, merge_fixed(dict(options), self.fixed, self.name), "method_options")
+
     def setup(self, gen, options: dict[str, Any], seed: int) -> None:
-        o = from_dict(HeroOptions, merge_fixed(dict(options), self.fixed, self.name), "method_options")
+        o = self.resolve_options(options)
         self.options = o
         self.gen = gen
         self.pg = o.pg_config()
