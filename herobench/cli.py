@@ -281,16 +281,12 @@ def glyphworld_grid(task, out, n, seed, profile, truth, model, lora):
     """Write a PNG grid of samples for a task with each verdict drawn on its tile."""
     from herobench.glyphworld import calibrate
     from herobench.glyphworld.render import TASK_PROMPTS
-    from herobench.harness.tasks import load_task
+    from herobench.harness.tasks import load_task, resolve_profile
     from herobench.registry import unknown_name_message
 
     if task not in TASK_PROMPTS:
         raise HerobenchError(unknown_name_message("GlyphWorld task", task, sorted(TASK_PROMPTS)))
-    profiles = list(load_task(task).rater_profiles)
-    if profile == "default" and "default" not in profiles:
-        profile = profiles[0]
-    if profile not in profiles:
-        raise HerobenchError(f"rater profile '{profile}' is not one of task '{task}': {profiles}")
+    profile = resolve_profile(load_task(task), profile)
     if truth:
         calibrate.ground_truth_grid(task, out, n=n, seed=seed, profile=profile)
     else:

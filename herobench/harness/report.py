@@ -68,34 +68,26 @@ def _read_run(path: Path) -> tuple[dict, list[tuple[int, dict]]]:
     return base, lines
 
 
-def _load_run(path: Path) -> list[dict]:
-    base, lines = _read_run(path)
-    rows = []
-    for _number, ev in lines:
-        rows.append(
-            {
-                **base,
-                "labels": int(ev["labels"]),
-                "iteration": ev.get("iteration"),
-                "prompt_set": str(ev.get("prompt_set", "eval")),
-                "success_rate": float(ev["success_rate"]),
-                "lo": ev.get("lo", np.nan),
-                "hi": ev.get("hi", np.nan),
-                "n_images": ev.get("n", np.nan),
-                "unreadable_rate": ev.get("unreadable_rate", np.nan),
-                "mean_score": ev.get("mean_score", np.nan),
-            }
-        )
-    return rows
+Parsed = list[tuple[dict, list[tuple[int, dict]]]]  # what _read_run returns, per run
 
 
-def load_runs(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
-    """A tidy table: one row per evaluation of each run (columns :data:`RUN_COLUMNS`).
-
-    Raises:
-        HerobenchError: a folder is not a run folder (named), or a malformed line in its files.
-    """
-    rows = [row for d in run_dirs for row in _load_run(Path(d))]
+def _runs_frame(parsed: Parsed) -> pd.DataFrame:
+    rows = [
+        {
+            **base,
+            "labels": int(ev["labels"]),
+            "iteration": ev.get("iteration"),
+            "prompt_set": str(ev.get("prompt_set", "eval")),
+            "success_rate": float(ev["success_rate"]),
+            "lo": ev.get("lo", np.nan),
+            "hi": ev.get("hi", np.nan),
+            "n_images": ev.get("n", np.nan),
+            "unreadable_rate": ev.get("unreadable_rate", np.nan),
+            "mean_score": ev.get("mean_score", np.nan),
+        }
+        for base, lines in parsed
+        for _number, ev in lines
+    ]
     df = pd.DataFrame(rows, columns=RUN_COLUMNS)
     for col in ("lo", "hi", "n_images", "unreadable_rate", "mean_score", "success_rate"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
@@ -104,17 +96,9 @@ def load_runs(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
     return df.sort_values(["task", "method", "seed", "prompt_set", "labels"], ignore_index=True)
 
 
-def load_prompt_counts(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per prompt of each evaluation (columns :data:`PROMPT_COLUMNS`): the images shown that
-    prompt, their successes and unreadable verdicts, from each ``evals.jsonl`` line's ``per_prompt``
-    (older runs, written before it was recorded, contribute nothing).
-
-    Raises:
-        HerobenchError: a folder is not a run folder, or a ``per_prompt`` entry is malformed (named).
-    """
+def _prompts_frame(parsed: Parsed) -> pd.DataFrame:
     rows = []
-    for d in run_dirs:
-        base, lines = _read_run(Path(d))
+    for base, lines in parsed:
         for number, ev in lines:
             per_prompt = ev.get("per_prompt")
             if per_prompt is None:
@@ -132,6 +116,26 @@ def load_prompt_counts(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
                 ) from None
     df = pd.DataFrame(rows, columns=PROMPT_COLUMNS)
     return df.sort_values(["task", "method", "seed", "prompt_set", "labels"], ignore_index=True, kind="stable")
+
+
+def load_runs(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
+    """A tidy table: one row per evaluation of each run (columns :data:`RUN_COLUMNS`).
+
+    Raises:
+        HerobenchError: a folder is not a run folder (named), or a malformed line in its files.
+    """
+    return _runs_frame([_read_run(Path(d)) for d in run_dirs])
+
+
+def load_prompt_counts(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per prompt of each evaluation (columns :data:`PROMPT_COLUMNS`): the images shown that
+    prompt, their successes and unreadable verdicts, from each ``evals.jsonl`` line's ``per_prompt``
+    (older runs, written before it was recorded, contribute nothing).
+
+    Raises:
+        HerobenchError: a folder is not a run folder, or a ``per_prompt`` entry is malformed (named).
+    """
+    return _prompts_frame([_read_run(Path(d)) for d in run_dirs])
 
 
 def curve_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -354,7 +358,8 @@ def write_report(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise HerobenchError(f"report folder {out} exists and is not a folder")
-    df = load_runs(run_dirs)
+    parsed = [_read_run(Path(d)) for d in run_dirs]  # each run's files read once, for both tables
+    df = _runs_frame(parsed)
     if df.empty:
         raise HerobenchError("the given run folders hold no evaluations yet")
     out.mkdir(parents=True, exist_ok=True)
@@ -370,7 +375,7 @@ def write_report(
         name = f"curves_{task}.png"
         written[name] = plot_curves(sub, out / name, title=str(task))
     written["tables.md"] = write_tables(df, out / "tables.md")
-    prompts = load_prompt_counts(run_dirs)
+    prompts = _prompts_frame(parsed)
     if not prompts.empty:
         written["prompts.csv"] = out / "prompts.csv"
         prompts.to_csv(written["prompts.csv"], index=False)

@@ -33,7 +33,7 @@ from herobench.harness.evaluate import eval_noise, summarise
 from herobench.harness.ledger import FeedbackLedger
 from herobench.harness.rater import SimulatedRater
 from herobench.harness.runlog import RunDir, append_jsonl, environment_info, read_jsonl
-from herobench.harness.tasks import for_backend, load_task
+from herobench.harness.tasks import for_backend, load_task, resolve_profile
 from herobench.methods import METHODS
 from herobench.oracles import ORACLES, make_oracle
 from herobench.types import Feedback, RatingRequest, Rollout, TaskSpec
@@ -133,13 +133,7 @@ class Run:
         oracle_name = settings.oracle or self.task.oracles.get(backend, "")
         if not oracle_name:
             raise HerobenchError(f"task '{self.task.name}' names no oracle for backend '{backend}'")
-        profile = settings.rater.profile
-        if profile == "default" and self.task.rater_profiles and "default" not in self.task.rater_profiles:
-            profile = self.task.rater_profiles[0]
-        if profile not in self.task.rater_profiles:
-            raise HerobenchError(
-                f"rater profile '{profile}' is not one of task '{self.task.name}': {list(self.task.rater_profiles)}"
-            )
+        profile = resolve_profile(self.task, settings.rater.profile)
         self.profile = profile
         # feedback may come from any oracle -- or from a person, who needs none; evaluation always uses
         # the task's reference oracle

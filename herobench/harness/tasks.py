@@ -119,6 +119,21 @@ def _task_file(name_or_path: str | Path) -> Path:
     return path
 
 
+def resolve_profile(task: TaskSpec, profile: str) -> str:
+    """The rater profile a run of ``task`` uses: ``profile``, or the task's first one for ``"default"``
+    when the task has no default profile (mountain: green).
+
+    Raises:
+        ConfigError: a profile the task does not have (named, with the task's profiles).
+    """
+    profiles = list(task.rater_profiles)
+    if profile == "default" and profiles and "default" not in profiles:
+        profile = profiles[0]
+    if profile not in profiles:
+        raise ConfigError(f"rater profile '{profile}' is not one of task '{task.name}': {profiles}")
+    return profile
+
+
 def load_task(name_or_path: str | Path) -> TaskSpec:
     """Load a task by name (``"hand"``) or by path (a ``task.toml`` or the folder holding it).
 
