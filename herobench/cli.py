@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from herobench import __version__
-from herobench.errors import HerobenchError
+from herobench.errors import HerobenchError, os_error_message
 
 EXAMPLES = """
 \b
@@ -25,13 +25,19 @@ Examples:
 
 
 class _Group(click.Group):
-    """Turn every HerobenchError, and click's own usage errors, into one line on stderr and exit status 2."""
+    """Turn every HerobenchError, every file-system error (``OSError``: the path and the cause, e.g.
+    ``error: runs/x/train.jsonl: no space left on device``) and click's own usage errors into one line on
+    stderr and exit status 2. The one place an ``OSError`` becomes a message; whoever raised it removed
+    what it had half-written."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except HerobenchError as e:
             click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        except OSError as e:
+            click.echo(f"error: {os_error_message(e)}", err=True)
             sys.exit(2)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
@@ -253,8 +259,14 @@ def glyphworld_cmd() -> None:
 @click.option("--device", default="cpu", show_default=True,
               help="torch device for the VAE, UNet and text encoder (cuda: same random draws; an H200 ran 13-20 UNet "
                    "steps/s with three trainings sharing it)")
+@click.option("--init-from", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="continue from a trained model folder (its tokenizer, text encoder, VAE and UNet; the VAE is "
+                   "kept): how v3 was made from v2")
+@click.option("--unet-lr", type=float, default=None, help="override the UNet / text-encoder learning rate")
+@click.option("--warmup-steps", type=int, default=None)
 def glyphworld_train(out: Path, seed: int, unet_steps: int | None, vae_steps: int | None, n_images: int | None,
-                     threads: int | None, device: str):
+                     threads: int | None, device: str, init_from: Path | None, unet_lr: float | None,
+                     warmup_steps: int | None):
     """Train the GlyphWorld model from a seed (about 80 minutes on 2 idle CPU cores)."""
     import dataclasses
 
@@ -262,7 +274,8 @@ def glyphworld_train(out: Path, seed: int, unet_steps: int | None, vae_steps: in
 
     cfg = TrainConfig(seed=seed)
     changes = {k: v for k, v in (("unet_steps", unet_steps), ("vae_steps", vae_steps), ("n_images", n_images),
-                                            ("threads", threads)) if v}
+                                 ("threads", threads), ("unet_lr", unet_lr), ("warmup_steps", warmup_steps),
+                                 ("init_from", str(init_from) if init_from else None)) if v}
     cfg = dataclasses.replace(cfg, **changes)
     path = train_glyphworld(out, cfg, device=device)
     click.echo(f"wrote {path}")

@@ -11,8 +11,10 @@ A run config file mirrors :class:`RunSettings`::
     beta = 0.5
 
 Every unknown key is rejected with its full dotted name and the allowed keys; types are checked
-(``int`` is accepted where a ``float`` is expected, ``bool`` is never taken for a number; TOML arrays
-become tuples). The generic helpers (:func:`from_dict`, :func:`to_dict`, :func:`apply_overrides`,
+(``int`` is accepted where a ``float`` is expected, ``bool`` is never taken for a number, NaN and infinity
+are never taken for a number; TOML arrays become tuples). Every numeric setting declares its range in its
+field's metadata (``field(metadata=in_range(lo, hi))``), checked by :func:`check_ranges` when the
+dataclass is built, so ``sampler.steps=100000`` or ``seed=-1`` is one line naming the key and its range. The generic helpers (:func:`from_dict`, :func:`to_dict`, :func:`apply_overrides`,
 :func:`load_toml`, :func:`dumps_toml`) work for any frozen dataclass, so methods use them for their options.
 """
 
@@ -22,6 +24,7 @@ import copy
 import dataclasses
 import difflib
 import json
+import math
 import re
 import tomllib
 import types
@@ -47,6 +50,52 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+SEED_MAX = 2**32 - 1  # numpy's and most tools' seed range; torch generators take any of these
+MAX_BATCH = 4096  # images per batch: more than any accelerator holds for SD at once
+
+
+def in_range(lo: float, hi: float) -> dict[str, Any]:
+    """Field metadata declaring a numeric setting's closed range ``[lo, hi]`` (see :func:`check_ranges`)."""
+    return {"range": (lo, hi)}
+
+
+def show_number(v: Any) -> str:
+    """``v`` for a message; an integer too long to print (Python refuses > 4300 digits) by its size."""
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 128:
+        return f"an integer of {v.bit_length()} bits"
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def _range_message(name: str, v: Any, lo: float, hi: float) -> str | None:
+    """Why ``v`` is not a valid value of the setting ``name`` with range ``[lo, hi]``, or None."""
+    span = f"[{show_number(lo)}, {show_number(hi)}]"
+    if isinstance(v, float) and not math.isfinite(v):
+        return f"{name} must be a finite number in {span} (got {v})"
+    if v < lo:  # (kept in this form: "steps must be >= 1 (got 0)" is what a typo needs to see first)
+        return f"{name} must be >= {show_number(lo)} (got {show_number(v)}); its range is {span}"
+    if v > hi:
+        return f"{name} must be in {span} (got {show_number(v)})"
+    return None
+
+
+def check_ranges(obj: Any) -> None:
+    """Check every numeric field of the dataclass instance ``obj``: finite, and inside the range its
+    metadata declares (:func:`in_range`). Call it from ``__post_init__``; the message starts with the
+    field's name, which :func:`from_dict` prefixes with the table's dotted path.
+
+    Raises:
+        ConfigError: ``"steps must be in [1, 1000] (got 100000)"``.
+    """
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            continue
+        lo, hi = f.metadata.get("range", (-math.inf, math.inf))
+        message = _range_message(f.name, v, lo, hi)
+        if message:
+            raise ConfigError(message)
+
+
 @dataclass(frozen=True)
 class SamplerSettings:
     """DDIM sampler shared by every method (HERO §4: eta 1.0, CFG 5.0; the paper uses 50 steps).
@@ -54,32 +103,30 @@ class SamplerSettings:
     A field left unset (``None``) takes the model card's calibrated value
     (``<model>/herobench.json``), else the paper's; the resolved values are written to the run."""
 
-    steps: int | None = None
-    eta: float | None = None
-    guidance_scale: float | None = None
+    # (DDIM takes at most one step per training timestep: SD has 1000)
+    steps: int | None = field(default=None, metadata=in_range(1, 1000))
+    eta: float | None = field(default=None, metadata=in_range(0, 1))  # (eta > 1: a negative variance)
+    guidance_scale: float | None = field(default=None, metadata=in_range(0, 100))
     negative_prompt: str | None = None
-    micro_batch: int | None = None  # images per forward pass (memory knob; results do not depend on it)
+    # images per forward pass (memory knob; results do not depend on it)
+    micro_batch: int | None = field(default=None, metadata=in_range(1, MAX_BATCH))
 
     def __post_init__(self) -> None:
-        _require(self.steps is None or self.steps >= 1, f"steps must be >= 1 (got {self.steps})")
-        _require(self.eta is None or self.eta >= 0, f"eta must be >= 0 (got {self.eta})")
-        _require(self.micro_batch is None or self.micro_batch >= 1,
-                 f"micro_batch must be >= 1 (got {self.micro_batch})")
+        check_ranges(self)
 
 
 @dataclass(frozen=True)
 class EvalSettings:
     """Held-out evaluation: ``n_images`` images from fixed noises (seed ``seed``), never charged."""
 
-    n_images: int = 128
-    every_labels: int = 64
-    seed: int = 10_000
-    batch_size: int = 64
+    # (the noises of all n_images are held at once: 16384 SD-1.5 latents are 1 GiB)
+    n_images: int = field(default=128, metadata=in_range(1, 16_384))
+    every_labels: int = field(default=64, metadata=in_range(1, 1_000_000))
+    seed: int = field(default=10_000, metadata=in_range(0, SEED_MAX))
+    batch_size: int = field(default=64, metadata=in_range(1, MAX_BATCH))
 
     def __post_init__(self) -> None:
-        _require(self.n_images >= 1, f"n_images must be >= 1 (got {self.n_images})")
-        _require(self.every_labels >= 1, f"every_labels must be >= 1 (got {self.every_labels})")
-        _require(self.batch_size >= 1, f"batch_size must be >= 1 (got {self.batch_size})")
+        check_ranges(self)
 
 
 @dataclass(frozen=True)
@@ -87,19 +134,17 @@ class RaterSettings:
     """Who gives the feedback: a simulated rater (``herobench.harness.rater.SimulatedRater``) or a person."""
 
     profile: str = "default"
-    flip_rate: float = 0.0
-    best_noise: float = 0.0
+    flip_rate: float = field(default=0.0, metadata=in_range(0, 1))
+    best_noise: float = field(default=0.0, metadata=in_range(0, 1000))  # std of N(0, σ²) on a score
     # "human": a person labels each batch on a local web page (herobench.harness.human); host/port
     # are where that page is served (port 0 = any free port). A simulated rater ignores them.
     kind: Literal["simulated", "human"] = "simulated"
     host: str = "127.0.0.1"
-    port: int = 0
+    port: int = field(default=0, metadata=in_range(0, 65535))
 
     def __post_init__(self) -> None:
-        _require(0.0 <= self.flip_rate <= 1.0, f"flip_rate must be in [0, 1] (got {self.flip_rate})")
-        _require(self.best_noise >= 0.0, f"best_noise must be >= 0 (got {self.best_noise})")
+        check_ranges(self)
         _require(bool(self.profile), "profile must not be empty")
-        _require(0 <= self.port <= 65535, f"port must be in [0, 65535] (got {self.port})")
 
 
 @dataclass(frozen=True)
@@ -109,9 +154,9 @@ class RunSettings:
 
     task: str
     method: str
-    budget_labels: int
-    seed: int = 0
-    batch_size: int = 64
+    budget_labels: int = field(metadata=in_range(0, 1_000_000))
+    seed: int = field(default=0, metadata=in_range(0, SEED_MAX))
+    batch_size: int = field(default=64, metadata=in_range(1, MAX_BATCH))
     model: str = "glyphworld"
     oracle: str = ""  # "" = the task's oracle for the model's backend
     device: str = "cpu"
@@ -123,16 +168,71 @@ class RunSettings:
     oracle_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _require(self.budget_labels >= 0, f"budget_labels must be >= 0 (got {self.budget_labels})")
-        _require(self.batch_size >= 1, f"batch_size must be >= 1 (got {self.batch_size})")
+        check_ranges(self)
         _require(bool(self.task), "task must not be empty")
         _require(bool(self.method), "method must not be empty")
+
+
+def numeric_settings(cls: type = RunSettings, where: str = "") -> dict[str, tuple[type, float, float]]:
+    """``{"sampler.steps": (int, 1, 1000), ...}``: every numeric setting of ``cls`` (nested tables
+    included) with its type and declared range (what the property tests walk)."""
+    out: dict[str, tuple[type, float, float]] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = _dotted(where, f.name)
+        tp = hints[f.name]
+        real = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+        if len(real) == 1 and dataclasses.is_dataclass(real[0]):
+            out.update(numeric_settings(real[0], key))
+        elif len(real) == 1 and real[0] in (int, float):
+            lo, hi = f.metadata.get("range", (-math.inf, math.inf))
+            out[key] = (real[0], lo, hi)
+    return out
+
+
+def check_partial(cls: type, data: Mapping[str, Any], where: str = "") -> None:
+    """Check the keys ``data`` has against ``cls`` -- known, of the right type, inside their ranges --
+    without requiring the missing ones. A config file is checked this way before flags and ``--set``
+    overrides replace some of its values, so a wrong value in the file is reported even when a flag
+    overrides it.
+
+    Raises:
+        ConfigError: the first bad key, named by its dotted path.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"'{where or cls.__name__}' must be a table, got {_describe(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(_unknown_key_message(str(key), where, list(fields)))
+        dotted = _dotted(where, key)
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type) and isinstance(value, Mapping):
+            check_partial(tp, value, dotted)
+            continue
+        converted = _convert(tp, value, dotted)
+        if isinstance(converted, int | float) and not isinstance(converted, bool):
+            lo, hi = fields[key].metadata.get("range", (-math.inf, math.inf))
+            message = _range_message(dotted, converted, lo, hi)
+            if message:
+                raise ConfigError(message)
 
 
 def load_run_settings(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunSettings:
     """Read a run config (optional) and apply ``--set`` overrides; the one entry point for the CLI."""
     data = load_toml(path) if path is not None else {}
+    if path is not None:
+        check_config_file(data, path)
     return from_dict(RunSettings, apply_overrides(data, list(overrides), RunSettings))
+
+
+def check_config_file(data: Mapping[str, Any], path: str | Path) -> None:
+    """:func:`check_partial` of a run config file's table; the message names the file."""
+    try:
+        check_partial(RunSettings, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -144,7 +244,7 @@ def _dotted(where: str, key: str) -> str:
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
+    text = show_number(value) if isinstance(value, int | float) and not isinstance(value, bool) else repr(value)
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{type(value).__name__} {text}"
@@ -218,7 +318,13 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"'{key}' must be a number, got {_describe(value)}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float's range
+            raise ConfigError(f"'{key}' must be a finite number, got {_describe(value)}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"'{key}' must be a finite number, got {_describe(value)}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"'{key}' must be a string, got {_describe(value)}")
@@ -299,6 +405,9 @@ def _parse_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except ValueError:  # an integer literal longer than Python converts (4300 digits)
+        raise ConfigError(f"the value {text[:20]}... ({len(text)} characters) is not a number this "
+                          "setting can take") from None
 
 
 def _check_path(schema: type, parts: list[str], assignment: str) -> None:
@@ -343,7 +452,10 @@ def apply_overrides(
             if not isinstance(child, dict):
                 raise ConfigError(f"--set {assignment}: '{'.'.join(parts[: i + 1])}' is not a table")
             node = child
-        node[parts[-1]] = _parse_value(raw.strip())
+        try:
+            node[parts[-1]] = _parse_value(raw.strip())
+        except ConfigError as e:
+            raise ConfigError(f"--set {'.'.join(parts)}: {e}") from None
     return out
 
 
@@ -365,6 +477,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"cannot parse {path}: {e}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"cannot parse {path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except ValueError as e:  # tomllib: an integer longer than Python converts
+        raise ConfigError(f"cannot parse {path}: {str(e).split(':')[0].lower()}") from None
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
 

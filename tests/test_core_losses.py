@@ -99,7 +99,7 @@ def test_d3po_loss_value_and_sign():
 def test_d3po_ratio_clip():
     z = torch.zeros(1)
     lw, ll = torch.tensor([1.0], requires_grad=True), torch.tensor([-1.0])
-    loss = d3po_loss(lw, ll, z, z, beta=0.5, ratio_clip=0.2)
-    close(loss, -torch.nn.functional.logsigmoid(torch.tensor(0.5 * (math.log(1.2) - math.log(0.8)))))
+    loss = d3po_loss(lw, ll, z, z, beta=0.5, ratio_clip=0.1)  # the official 1 ± 0.1 (config/base.py:103)
+    close(loss, -torch.nn.functional.logsigmoid(torch.tensor(0.5 * (math.log(1.1) - math.log(0.9)))))
     loss.backward()
     close(lw.grad, [0.0])  # clamped: no gradient, as in the official D3PO code

@@ -174,7 +174,10 @@ def test_two_processes_take_the_one_process_step(tiny_sd_v_dir, tmp_path):
         assert moved > 1e-5, case
         assert err <= 1e-4 * moved, f"{case}: {err:.2e} off the one-process weights (moved {moved:.2e})"
         for key, value in s_ref.items():  # losses, KL, grad norm: over the whole batch
-            assert abs(s0[key] - value) <= 1e-5 * max(1.0, abs(value)), (case, key, s0[key], value)
+            # the true-KL diagnostics are measured after the step, on weights that differ by float noise
+            tol = 1e-3 if key.startswith("kl_true") else 1e-5
+            for got, want in zip(*(v if isinstance(v, list) else [v] for v in (s0[key], value)), strict=True):
+                assert abs(got - want) <= tol * max(1.0, abs(want)), (case, key, got, want)
 
 
 if __name__ == "__main__":

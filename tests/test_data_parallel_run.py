@@ -30,7 +30,7 @@ from herobench.oracles import ORACLES
 pytestmark = pytest.mark.slow  # two launches of two processes, each importing torch + diffusers: ~2 min
 
 METHODS = ("hero", "d3po", "dreambooth")
-NOISY = ("score", "reason", "image_sha256", "time", "t", "reasons", "mean_score")  # float noise shows here
+NOISY = ("score", "reason", "image_sha256", "time", "t", "reasons", "mean_score", "chain", "scores")  # float noise shows here
 
 
 def _oracle(threshold: float):

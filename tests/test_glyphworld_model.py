@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -26,10 +27,14 @@ def test_model_card_and_size():
     assert (MODEL / "README.md").exists()
 
 
-def test_plain_diffusers_loads_it_offline():
+@pytest.mark.parametrize("dtype_kwargs", [{}, {"torch_dtype": torch.float32}], ids=["no-dtype", "float32"])
+def test_plain_diffusers_loads_it_offline(dtype_kwargs):
+    # with no dtype argument transformers 5 loads the text encoder in its config's dtype: the config must say
+    # float32 (the weights are fp16 on disk), or the first call fails with "mat1 and mat2 ... Half and Float"
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(MODEL, local_files_only=True, dtype=torch.float32)
+    pipe = StableDiffusionPipeline.from_pretrained(MODEL, local_files_only=True, **dtype_kwargs)
+    assert pipe.text_encoder.dtype == pipe.unet.dtype == torch.float32
     out = pipe(["1 hand", "photo of one blue rose in a vase"], num_inference_steps=4, guidance_scale=3.0,
                height=64, width=64, output_type="np", generator=torch.Generator().manual_seed(0))
     assert out.images.shape == (2, 64, 64, 3)
@@ -134,8 +139,30 @@ def test_train_command_writes_a_loadable_model_with_its_records(tmp_path):
     assert record["device"] == "cpu, 1 threads" and record["seconds"]["total"] > 0
     log = [json.loads(x) for x in (out / "training_log.jsonl").read_text().splitlines()]
     assert {r["stage"] for r in log} == {"vae", "unet"}
-    assert json.loads((out / "herobench.json").read_text())["sampler"]["guidance_scale"] == 3.0
+    sampler = json.loads((out / "herobench.json").read_text())["sampler"]
+    assert (sampler["steps"], sampler["guidance_scale"]) == (50, 5.0)  # the paper's sampler (v3)
+    assert json.loads((out / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "epsilon"
     pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True, dtype=torch.float32)
     img = pipe(["1 hand"], num_inference_steps=2, height=64, width=64, output_type="np",
                generator=torch.Generator().manual_seed(0)).images
     assert img.shape == (1, 64, 64, 3) and np.isfinite(img).all()
+
+
+def test_v_equivalent_weighting_is_the_v_loss_of_the_implied_v():
+    # ‖ε̂ − ε‖² / ᾱ equals ‖v̂ − v‖² for v̂ = √ᾱ ε̂ − √(1−ᾱ) x̂₀ with x̂₀ = (x_t − √(1−ᾱ) ε̂)/√ᾱ (fixed x_t)
+    from herobench.glyphworld.train import denoising_loss
+
+    g = torch.Generator().manual_seed(0)
+    x0, noise, eps_hat = (torch.randn(3, 4, 2, 2, generator=g) for _ in range(3))
+    ab = torch.tensor([0.9, 0.3, 0.005])
+    a, s = ab.sqrt().view(-1, 1, 1, 1), (1 - ab).sqrt().view(-1, 1, 1, 1)
+    x_t = a * x0 + s * noise
+    x0_hat = (x_t - s * eps_hat) / a
+    v_hat, v = a * eps_hat - s * x0_hat, a * noise - s * x0
+    expected = (v_hat - v).pow(2).mean()
+    got = denoising_loss(eps_hat, x0, noise, ab, "epsilon", "v-equivalent")
+    assert torch.allclose(got, expected, rtol=1e-4)
+    assert torch.allclose(denoising_loss(eps_hat, x0, noise, ab, "epsilon", "none"), (eps_hat - noise).pow(2).mean())
+    assert torch.allclose(denoising_loss(v_hat, x0, noise, ab, "v_prediction", "v-equivalent"), expected, rtol=1e-4)
+    with pytest.raises(ValueError):
+        denoising_loss(eps_hat, x0, noise, ab, "epsilon", "min-snr")

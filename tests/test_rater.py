@@ -5,7 +5,7 @@ import pytest
 
 from herobench.config import RaterSettings
 from herobench.errors import ConfigError
-from herobench.harness.rater import SimulatedRater
+from herobench.harness.rater import SimulatedRater, check_best
 from herobench.types import Feedback, Verdict
 
 
@@ -29,21 +29,61 @@ def test_hero_keeps_previous_best_unless_beaten():
     assert r.rate(v, "hero", prev_best_score=0.69).best == 1
 
 
-def test_hero_ties_at_the_top_are_drawn_uniformly_the_previous_best_included():
-    # a pass/fail oracle: every success scores 1.0, and so did the previous best
+def test_hero_previous_best_stays_on_ties_as_a_person_keeps_it():
+    # a pass/fail oracle: every success scores 1.0, and so did the previous best. A person shown the good
+    # images beside the current best keeps it (sony/hero user_feedback_interface.py:675-698): never redrawn
     r = SimulatedRater(seed=4)
     v = verdicts([1, 0, 1, 1], [1.0, 0.0, 1.0, 1.0])
-    n = 4000
-    picks = [r.rate(v, "hero", prev_best_score=1.0, rng=r.rng_for(i)).best for i in range(n)]
-    for outcome in (0, 2, 3, None):  # three tied good images and "keep the previous best"
+    assert all(r.rate(v, "hero", prev_best_score=1.0, rng=r.rng_for(i)).best is None for i in range(200))
+    assert r.rate(v, "hero", prev_best_score=1.0).best is None  # without an rng too
+    # a graded in-class score: a strictly better good image replaces it, the best of the batch
+    graded = verdicts([1, 1, 0, 1], [0.8, 0.95, 0.99, 0.9])  # 0.99 is a bad image
+    assert all(r.rate(graded, "hero", prev_best_score=0.9, rng=r.rng_for(i)).best == 1 for i in range(50))
+    assert all(r.rate(graded, "hero", prev_best_score=0.95, rng=r.rng_for(i)).best is None for i in range(50))
+
+
+def test_hero_first_pick_draws_uniformly_among_tied_good_images():
+    r = SimulatedRater(seed=4)
+    v = verdicts([1, 0, 1, 1], [1.0, 0.0, 1.0, 1.0])
+    n = 3000
+    picks = [r.rate(v, "hero", rng=r.rng_for(i)).best for i in range(n)]  # no previous best
+    for outcome in (0, 2, 3):  # three tied good images, each a third of the time
         share = sum(p == outcome for p in picks) / n
-        assert abs(share - 0.25) < 4 * math.sqrt(0.25 * 0.75 / n), (outcome, share)
-    assert 1 not in picks  # a bad image is never the best
-    # reproducible per iteration, and a strictly better image still always wins
-    assert [r.rate(v, "hero", prev_best_score=1.0, rng=r.rng_for(i)).best for i in range(50)] == picks[:50]
-    better = verdicts([1, 1], [0.9, 1.0])
-    assert all(r.rate(better, "hero", prev_best_score=0.9, rng=r.rng_for(i)).best == 1 for i in range(50))
-    assert all(r.rate(better, "hero", prev_best_score=1.5, rng=r.rng_for(i)).best is None for i in range(50))
+        assert abs(share - 1 / 3) < 4 * math.sqrt((1 / 3) * (2 / 3) / n), (outcome, share)
+    assert None not in picks and 1 not in picks  # the first pick is due; a bad image is never the best
+    assert [r.rate(v, "hero", rng=r.rng_for(i)).best for i in range(50)] == picks[:50]  # seeded per iteration
+    # a new best strictly above the previous one, tied with another good image: drawn between the two
+    tied = verdicts([1, 1, 1], [0.7, 0.9, 0.9])
+    picks = {r.rate(tied, "hero", prev_best_score=0.8, rng=r.rng_for(i)).best for i in range(100)}
+    assert picks == {1, 2}
+
+
+def test_best_anchor_stays_put_across_iterations_without_a_strictly_better_image():
+    # the runner's hand-off: it keeps the best's score and passes it back each iteration (runner.step)
+    r = SimulatedRater(seed=0)
+    rng = np.random.default_rng(0)
+    prev, anchors = None, []
+    for it in range(12):
+        good = rng.random(16) < 0.5
+        good[it] = True  # at least one success each batch
+        fb = r.rate(verdicts(good, [1.0 if g else 0.0 for g in good]), "hero", prev_best_score=prev,
+                    rng=r.rng_for(it))
+        if fb.best is not None:
+            prev = 1.0
+            anchors.append((it, fb.best))
+    assert len(anchors) == 1 and anchors[0][0] == 0  # picked once, on the first batch, then kept
+
+
+def test_check_best_is_the_contract_of_both_raters():
+    check_best((True, False), 0, has_prev_best=False)
+    check_best((True, False), None, has_prev_best=True)  # keep the previous best
+    check_best((False, False), None, has_prev_best=False)  # nothing good: no best yet
+    with pytest.raises(ValueError, match="good images"):
+        check_best((True, False), 1, has_prev_best=True)
+    with pytest.raises(ValueError, match="no previous best"):
+        check_best((True, False), None, has_prev_best=False)
+    with pytest.raises(ValueError, match="not an image"):
+        check_best((True, False), 2, has_prev_best=True)
 
 
 def test_hero_edge_cases_no_good_and_all_good():

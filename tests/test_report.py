@@ -207,3 +207,51 @@ def test_malformed_per_prompt_is_named(tmp_path):
     append_jsonl(RunDir(bad).evals, {"labels": 64, "success_rate": 0.5, "per_prompt": {"two cups": {"n": 2}}})
     with pytest.raises(HerobenchError, match=r"line 2 has a malformed 'per_prompt'"):
         load_prompt_counts([bad])
+
+
+def _run_with_images(root, name, method, seed, bits_by_labels, eval_seed=10000):
+    rd = RunDir(root / name).create()
+    settings = {"task": "blue-rose", "method": method, "seed": seed, "budget_labels": 64,
+                "eval": {"n_images": 8, "seed": eval_seed}}
+    write_json_atomic(rd.config_json, {"settings": settings, "sampler": {"steps": 50}, "environment": {}})
+    for labels, bits in bits_by_labels:
+        append_jsonl(rd.evals, {"labels": labels, "prompt_set": "eval", "success_rate": bits.count("1") / len(bits),
+                                "n": len(bits), "successes": bits})  # fmt: skip
+    return rd.path
+
+
+def test_paired_csv_counts_images_gained_and_lost(tmp_path):
+    from herobench.harness.report import _read_run, paired_frame
+
+    start = "00001111"
+    runs = [
+        _run_with_images(tmp_path, "br-pretrained-s0", "pretrained", 0, [(0, start)]),
+        _run_with_images(tmp_path, "br-ddpo-s0", "ddpo", 0, [(0, start), (64, "11100111")]),  # +3 -1
+        _run_with_images(tmp_path, "br-ddpo-s1", "ddpo", 1, [(0, start), (64, "11111111")]),  # +4 -0
+        _run_with_images(tmp_path, "br-hero-s0", "hero", 0, [(0, start), (64, "01111111")]),
+        # other evaluation noises: never paired with the rest
+        _run_with_images(tmp_path, "br-d3po-s0", "d3po", 0, [(0, start), (64, "11111111")], eval_seed=5),
+    ]
+    df = paired_frame([_read_run(p) for p in runs])
+    row = df[(df.method == "ddpo") & (df.seed == 0) & (df.reference == "start")].iloc[0]
+    assert (row.gained, row.lost, row.n) == (3, 1, 8) and row.p_mcnemar == pytest.approx(10 / 16)
+    vs_hero = df[(df.method == "ddpo") & (df.seed == 0) & (df.reference == "hero")].iloc[0]
+    assert (vs_hero.gained, vs_hero.lost) == (1, 2)  # 01111111 -> 11100111
+    pooled = df[(df.method == "ddpo") & (df.seed == -1) & (df.reference == "start")].iloc[0]
+    assert (pooled.gained, pooled.lost) == (7, 1) and pooled.p_mcnemar == pytest.approx(2 * 9 / 256)
+    d3po = df[df.method == "d3po"]
+    assert set(d3po.reference) == {"start"}  # its own start only: the others' images are not its images
+    written = write_report(runs, tmp_path / "report")
+    assert "paired.csv" in written and "+7/−1" in written["tables.md"].read_text()
+
+
+def test_aggregates_iqm_and_probability_of_improvement(runs, tmp_path):
+    from herobench.harness.report import aggregate_frame
+
+    df = load_runs(runs)
+    agg = aggregate_frame(df, 128, reps=200)
+    hero = agg[(agg.method == "hero") & (agg.reference == "")].iloc[0]
+    assert hero.iqm == pytest.approx(0.45) and hero.runs == 2 and hero.iqm_lo <= 0.45 <= hero.iqm_hi
+    vs = agg[(agg.method == "hero") & (agg.reference == "pretrained")].iloc[0]
+    assert vs.p_improvement == 1.0  # both HERO seeds (0.5, 0.4) above the untrained 0.12
+    assert "aggregates.csv" in write_report(runs, tmp_path / "rep")

@@ -31,40 +31,19 @@ def _per_sample(values: torch.Tensor, ndim: int) -> torch.Tensor:
     return values.reshape(values.shape + (1,) * (ndim - values.ndim)) if values.ndim else values
 
 
-def ddim_step_with_logprob(
-    scheduler,
-    model_output: torch.Tensor,
-    timestep: int | torch.Tensor,
-    sample: torch.Tensor,
-    eta: float,
-    prev_sample: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
+def ddim_step_mean(
+    scheduler, model_output: torch.Tensor, timestep: int | torch.Tensor, sample: torch.Tensor, eta: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One DDIM step ``x_t -> x_{t-1}`` and ``log p(x_{t-1} | x_t)``.
+    """The Gaussian a DDIM step ``x_t -> x_{t-1}`` samples from: its mean (DDIM eq. 12) and standard
+    deviation ``σ_t(η)`` (eq. 16).
 
-    Args:
-        scheduler: a ``DDIMScheduler`` on which ``set_timesteps`` has been called (its
-            ``num_inference_steps`` gives the step size, as in ``DDIMScheduler.step``). Not modified.
-        model_output: ``B×C×h×w`` UNet output (after classifier-free guidance), interpreted by
-            ``scheduler.config.prediction_type`` (``"epsilon"``, ``"v_prediction"`` or ``"sample"``).
-        timestep: the current timestep ``t``: an int, a 0-d tensor, or a ``B`` tensor.
-        sample: ``B×C×h×w`` current latent ``x_t``.
-        eta: DDIM noise weight: 1.0 is DDPM-like (HERO's default), 0 deterministic DDIM. With
-            ``eta = 0`` the step is deterministic and the returned log-prob (0) is not meaningful.
-        prev_sample: ``B×C×h×w`` latent ``x_{t-1}`` to score; when given nothing is sampled and it is
-            returned unchanged.
-        generator: the source of the step noise when ``prev_sample`` is None. The noise is drawn on
-            the generator's device in float32 (CPU generator -> identical noise on every device and
-            dtype) and then moved to ``sample``; None uses the global RNG on ``sample.device``.
-
-    Returns:
-        ``(prev_sample, log_prob)``: ``B×C×h×w`` in ``sample.dtype`` and ``B`` float32 (summed over
-        all non-batch dimensions; differentiable w.r.t. ``model_output``, not w.r.t. ``prev_sample``).
+    Arguments as :func:`ddim_step_with_logprob`. Returns ``(mean, std)``: ``B×C×h×w`` float32 and a float32
+    tensor broadcastable against it (``B×1×1×1`` or 0-d), on ``sample.device``. herobench's policy-gradient
+    diagnostics use it for the true KL between the step distributions of two weights,
+    ``Σ_d (μ₁ − μ₀)² / 2σ_t²``.
     """
     if scheduler.num_inference_steps is None:
         raise ValueError("call scheduler.set_timesteps(...) before ddim_step_with_logprob")
-    if prev_sample is not None and generator is not None:
-        raise ValueError("pass either prev_sample (to score it) or generator (to sample), not both")
     cfg = scheduler.config
     ndim = sample.ndim
     device = sample.device
@@ -105,6 +84,44 @@ def ddim_step_with_logprob(
 
     # DDIM eq. (12): mean of x_{t-1}
     mean = alpha_prev.sqrt() * x0 + (1 - alpha_prev - std**2).clamp(min=0).sqrt() * eps
+    return mean, std
+
+
+def ddim_step_with_logprob(
+    scheduler,
+    model_output: torch.Tensor,
+    timestep: int | torch.Tensor,
+    sample: torch.Tensor,
+    eta: float,
+    prev_sample: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DDIM step ``x_t -> x_{t-1}`` and ``log p(x_{t-1} | x_t)``.
+
+    Args:
+        scheduler: a ``DDIMScheduler`` on which ``set_timesteps`` has been called (its
+            ``num_inference_steps`` gives the step size, as in ``DDIMScheduler.step``). Not modified.
+        model_output: ``B×C×h×w`` UNet output (after classifier-free guidance), interpreted by
+            ``scheduler.config.prediction_type`` (``"epsilon"``, ``"v_prediction"`` or ``"sample"``).
+        timestep: the current timestep ``t``: an int, a 0-d tensor, or a ``B`` tensor.
+        sample: ``B×C×h×w`` current latent ``x_t``.
+        eta: DDIM noise weight: 1.0 is DDPM-like (HERO's default), 0 deterministic DDIM. With
+            ``eta = 0`` the step is deterministic and the returned log-prob (0) is not meaningful.
+        prev_sample: ``B×C×h×w`` latent ``x_{t-1}`` to score; when given nothing is sampled and it is
+            returned unchanged.
+        generator: the source of the step noise when ``prev_sample`` is None. The noise is drawn on
+            the generator's device in float32 (CPU generator -> identical noise on every device and
+            dtype) and then moved to ``sample``; None uses the global RNG on ``sample.device``.
+
+    Returns:
+        ``(prev_sample, log_prob)``: ``B×C×h×w`` in ``sample.dtype`` and ``B`` float32 (summed over
+        all non-batch dimensions; differentiable w.r.t. ``model_output``, not w.r.t. ``prev_sample``).
+    """
+    if prev_sample is not None and generator is not None:
+        raise ValueError("pass either prev_sample (to score it) or generator (to sample), not both")
+    ndim = sample.ndim
+    device = sample.device
+    mean, std = ddim_step_mean(scheduler, model_output, timestep, sample, eta)
 
     if prev_sample is None:
         noise_device = generator.device if generator is not None else device

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from herobench.core.ddim import ddim_step_with_logprob
+from herobench.core.ddim import ddim_step_mean, ddim_step_with_logprob
 from herobench.core.pipeline import SDComponents
 from herobench.errors import ConfigError, HerobenchError
 from herobench.types import Rollout
@@ -266,6 +266,30 @@ class Generator:
         Returns:
             ``B'×K`` float32 log-probs (summed over latent dimensions, like ``Rollout.log_probs``).
         """
+        n_rows, k, out, t, x_t, x_prev = self._stored_steps(rollout_or_tensors, step_idx, batch_idx, use_cfg)
+        _, log_prob = ddim_step_with_logprob(
+            self.scheduler, out, t, x_t, self.sampler.eta, prev_sample=x_prev
+        )
+        return log_prob.reshape(n_rows, k)
+
+    @torch.no_grad()
+    def step_means(
+        self,
+        rollout_or_tensors: Rollout | Mapping[str, torch.Tensor],
+        step_idx: torch.Tensor,
+        batch_idx: torch.Tensor | None = None,
+        *,
+        use_cfg: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The means and standard deviations of stored steps' Gaussians under the *current* weights.
+
+        Arguments as :meth:`step_log_prob`. Returns ``(mean, std)``: ``B'·K×C×h×w`` float32 (rows in
+        ``batch_idx`` order, each row's ``K`` steps together) and ``B'·K×1×1×1``."""
+        _, _, out, t, x_t, _ = self._stored_steps(rollout_or_tensors, step_idx, batch_idx, use_cfg)
+        return ddim_step_mean(self.scheduler, out, t, x_t, self.sampler.eta)
+
+    def _stored_steps(self, rollout_or_tensors, step_idx, batch_idx, use_cfg: bool):
+        """Model outputs of stored steps: ``(B', K, out, t, x_t, x_prev)`` with flat ``B'·K`` tensors."""
         r = rollout_or_tensors
         get = (lambda k: r[k]) if isinstance(r, Mapping) else (lambda k: getattr(r, k))
         latents, timesteps = get("latents"), get("timesteps").cpu()
@@ -289,7 +313,4 @@ class Generator:
         c = cond[flat_rows.to(cond.device)].to(self.device)
         u = uncond[flat_rows.to(uncond.device)].to(self.device)
         out = self._guided(x_t, t, c, u, use_cfg and self.sampler.uses_cfg)
-        _, log_prob = ddim_step_with_logprob(
-            self.scheduler, out, t, x_t, self.sampler.eta, prev_sample=x_prev
-        )
-        return log_prob.reshape(n_rows, k)
+        return n_rows, k, out, t, x_t, x_prev

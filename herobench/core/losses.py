@@ -121,14 +121,21 @@ def d3po_loss(
     beta: float = 0.1,
     ratio_clip: float | None = None,
 ) -> torch.Tensor:
-    """D3PO's DPO loss on one denoising step: ``mean(-logsigmoid(β·((lw - rw) - (ll - rl))))``.
+    """D3PO's DPO loss on one denoising step: ``mean(-logsigmoid(β·(log ρ_w - log ρ_l)))``.
+
+    ``ρ = exp(logp - ref_logp)`` is the policy/reference ratio of the step; with ``ratio_clip = c`` it is
+    clamped to ``[1 - c, 1 + c]`` first, as the official code does (yk7333/d3po ``scripts/train.py:411-413``,
+    ``c = config.train.eps = 0.1``, ``config/base.py:103``): outside the interval the item gives no
+    gradient, so the loss of a pair is bounded, ``-logsigmoid(±β·(log(1 + c) - log(1 - c)))``
+    (β 0.1, c 0.1: 0.6832 .. 0.7032). The official code writes the preference as ``±1`` weights on the
+    two log-ratios (``human_prefer``, ``train.py:299-304``); with the winner first that is this form.
 
     Args:
-        logp_w, logp_l: ``N`` step log-probs of the preferred / rejected trajectory, current policy.
+        logp_w, logp_l: ``N`` step log-probs of the preferred / rejected trajectory, current policy
+            (per latent element, the scale of the official code's ``ddim_step_with_logprob``).
         ref_logp_w, ref_logp_l: the same under the reference policy.
-        beta: DPO temperature (D3PO: 0.1).
-        ratio_clip: if given, each policy/reference ratio ``exp(logp - ref)`` is clamped to
-            ``[1 - c, 1 + c]`` first, as the official D3PO code does (``c = 0.2``); None is plain DPO.
+        beta: DPO temperature (D3PO: 0.1, ``config/base.py:101``).
+        ratio_clip: ``c`` above (D3PO: 0.1); None is the plain DPO loss.
 
     Returns:
         Scalar loss; ``log 2`` when policy and reference agree.

@@ -3,7 +3,8 @@
 Both follow ddpo-pytorch's training loop (scripts/train.py): pick random denoising steps of each
 trajectory, recompute their log-probs with the current LoRA weights (``Generator.step_log_prob``,
 CFG applied as at sampling time), accumulate gradients over the whole batch in micro-batches, clip the
-gradient norm and take **one optimizer step per inner epoch**.
+gradient norm and take an optimizer step per group of trajectories (PPO: ``samples_per_step``; DPO:
+``pairs_per_step`` pairs, D3PO's official one step per pair).
 
 Log-prob scale. ``Rollout.log_probs`` are summed over the ``D = C·h·w`` latent elements (a true
 log-density). ddpo-pytorch, HERO and D3PO average over them instead, and their hyper-parameters
@@ -22,12 +23,14 @@ them. With no accelerator or one process the code path is the one-process one, b
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from herobench.core.generator import Generator
+from herobench.core.lora import reference_policy
 from herobench.core.losses import d3po_loss, ppo_clip_loss
 from herobench.errors import ConfigError
 from herobench.types import Rollout
@@ -50,6 +53,10 @@ class PGConfig:
         samples_per_step: trajectories per optimizer step, shuffled each inner epoch (HERO's official
             config: train batch 2 × gradient accumulation 4 = 8, i.e. 8 steps per 64-image batch);
             0 = the whole batch, one step per inner epoch.
+        kl_rows: trajectories (evenly spaced in the batch) on which the update's true per-step KL is
+            measured after it (:func:`true_step_kl`: one extra no-grad UNet pass over ``kl_rows × T`` stored
+            steps before and after the update); 0 = off. ``approx_kl`` (½·mean of the squared per-element-mean
+            log-ratio) is ~1e-6 when a step moves by nats, so it cannot say whether, or where, a policy moved.
     """
 
     lr: float = 1e-3
@@ -61,10 +68,12 @@ class PGConfig:
     inner_epochs: int = 1
     cfg_in_training: bool = True
     samples_per_step: int = 0
+    kl_rows: int = 8
 
     def __post_init__(self):
-        if self.samples_per_step < 0:
-            raise ConfigError(f"samples_per_step must be >= 0, got {self.samples_per_step}")
+        for name in ("samples_per_step", "kl_rows"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("n_train_timesteps", "train_micro_batch", "inner_epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -159,6 +168,38 @@ def _random_steps(n: int, n_steps: int, k: int, rng: torch.Generator) -> torch.T
     return torch.stack([torch.randperm(n_steps, generator=rng)[:k] for _ in range(n)])
 
 
+def diagnostic_rows(n: int, k: int) -> torch.Tensor:
+    """``min(k, n)`` evenly spaced row indices of an ``n``-row batch (no RNG is consumed)."""
+    k = min(k, n)
+    return torch.linspace(0, n - 1, k).round().long() if k else torch.zeros(0, dtype=torch.long)
+
+
+def _all_step_means(gen: Generator, rollout: Rollout, rows: torch.Tensor, use_cfg: bool):
+    n_steps = rollout.log_probs.shape[1]
+    return gen.step_means(rollout, torch.arange(n_steps), batch_idx=rows, use_cfg=use_cfg)
+
+
+def true_step_kl(mean_old: torch.Tensor, mean_new: torch.Tensor, std: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """``n_rows×T`` KL(π_old ‖ π_new) of each stored step's Gaussian, ``Σ_d (μ_new − μ_old)² / 2σ_t²``
+    (both have the step's σ_t; a deterministic step, σ = 0, counts 0). Inputs: flat ``n_rows·T×C×h×w``
+    means and ``n_rows·T×1×1×1`` standard deviations, rows together (:meth:`Generator.step_means`)."""
+    sq = (mean_new - mean_old).pow(2).flatten(1).sum(1)
+    var = std.reshape(-1).pow(2)
+    kl = torch.where(var > 0, sq / (2 * torch.where(var > 0, var, torch.ones_like(var))), torch.zeros_like(sq))
+    return kl.reshape(n_rows, -1)
+
+
+def kl_summary(kl: torch.Tensor) -> dict[str, float | list[float]]:
+    """From ``n_rows×T`` per-step KLs: ``kl_true`` (per trajectory: summed over steps, mean over rows),
+    ``kl_true_high_noise_share`` (the share of it in the first half of the steps, x_T side) and
+    ``kl_true_per_step`` (``T`` means over rows)."""
+    per_step = kl.mean(0)
+    total = float(per_step.sum())
+    half = per_step.numel() // 2
+    share = float(per_step[:half].sum()) / total if total > 0 else float("nan")
+    return {"kl_true": total, "kl_true_high_noise_share": share, "kl_true_per_step": per_step.tolist()}
+
+
 def ppo_update(
     gen: Generator,
     rollout: Rollout,
@@ -188,7 +229,9 @@ def ppo_update(
 
     Returns:
         ``loss``, ``approx_kl``, ``clipfrac`` (means over items and epochs, over all processes),
-        ``grad_norm`` (before clipping, last epoch), ``n_items`` (B·K per epoch), ``n_optimizer_steps``.
+        ``grad_norm`` (before clipping, last epoch), ``n_items`` (B·K per epoch), ``n_optimizer_steps``;
+        with ``cfg.kl_rows`` also :func:`kl_summary`'s ``kl_true``, ``kl_true_high_noise_share`` and
+        ``kl_true_per_step`` (a ``T`` list).
     """
     _check_accelerator(accelerator)
     n, n_steps = rollout.log_probs.shape
@@ -200,6 +243,9 @@ def ppo_update(
     adv = advantages.detach().to(dev, torch.float32).clamp(-cfg.adv_clip, cfg.adv_clip)
     old = rollout.log_probs.detach().to(torch.float32) / dim
     total = n * k
+    kl_rows = diagnostic_rows(n, cfg.kl_rows)
+    if len(kl_rows):
+        mean_old, std = _all_step_means(gen, rollout, kl_rows, cfg.cfg_in_training)
     sums = {"loss": 0.0, "approx_kl": 0.0, "clipfrac": 0.0}
     grad_norm = float("nan")
     n_opt_steps = 0
@@ -232,6 +278,47 @@ def ppo_update(
     sums = dict(zip(sums, sum_over_processes(list(sums.values()), accelerator)))
     out = {name: value / cfg.inner_epochs for name, value in sums.items()}
     out.update(grad_norm=grad_norm, n_items=float(total), n_optimizer_steps=float(n_opt_steps))
+    if len(kl_rows):
+        mean_new, _ = _all_step_means(gen, rollout, kl_rows, cfg.cfg_in_training)
+        out.update(kl_summary(true_step_kl(mean_old, mean_new, std, len(kl_rows))))
+    return out
+
+
+def reference_log_probs(
+    gen: Generator,
+    rollout: Rollout,
+    rows: Sequence[int],
+    cfg: PGConfig,
+) -> torch.Tensor:
+    """Log-probs of every stored step of ``rows`` under the *initial* policy: the UNet with its LoRA
+    adapter disabled (``core.lora.reference_policy``; the adapter starts as a no-op, ``B = 0``).
+
+    This is D3PO's frozen reference: the official code deep-copies the UNet before training and freezes
+    it (yk7333/d3po ``scripts/train.py:253-255``; ``scripts/rm/train_d3po.py:124-126``, before the LoRA
+    layers are attached). With PEFT no copy is needed. Computed once per batch without gradients, then
+    reused by every pass (the official code recomputes it at every step: same values, more compute).
+    With several processes every process computes all of it (no communication; identical bits).
+
+    Args:
+        gen, rollout, cfg: as in :func:`dpo_update` (``cfg.train_micro_batch`` items per UNet call,
+            ``cfg.cfg_in_training`` as in training).
+        rows: the rollout rows needed (e.g. every image that appears in a pair).
+
+    Returns:
+        ``B×T`` float32, summed over latent elements like ``Rollout.log_probs``; NaN in rows not asked for.
+    """
+    n, n_steps = rollout.log_probs.shape
+    out = torch.full((n, n_steps), float("nan"), dtype=torch.float32, device=rollout.log_probs.device)
+    rows_t = torch.as_tensor(sorted({int(r) for r in rows}), dtype=torch.long)
+    if rows_t.numel() == 0:
+        return out
+    item_rows = rows_t.repeat_interleave(n_steps)
+    item_steps = torch.arange(n_steps).repeat(rows_t.numel())
+    with torch.no_grad(), reference_policy(gen.components.unet):
+        for chunk in torch.arange(item_rows.numel()).split(cfg.train_micro_batch):
+            r, st = item_rows[chunk], item_steps[chunk]
+            lp = gen.step_log_prob(rollout, st[:, None], batch_idx=r, use_cfg=cfg.cfg_in_training)[:, 0]
+            out[r.to(out.device), st.to(out.device)] = lp.to(out.device, torch.float32)
     return out
 
 
@@ -245,34 +332,47 @@ def dpo_update(
     beta: float = 0.1,
     accelerator=None,
     ratio_clip: float | None = None,
+    ref_log_probs: torch.Tensor | None = None,
+    pairs_per_step: int = 0,
 ) -> dict[str, float]:
-    """D3PO's update: a DPO loss on every denoising step of every (winner, loser) pair.
+    """D3PO's update: a DPO loss on the denoising steps of (winner, loser) pairs, in the order given.
 
     Per inner epoch: for every pair ``n_train_timesteps`` random steps (the same steps for both
-    images -- they share their initial noise in D3PO); for each (pair, step) the log-probs of both
-    trajectories are recomputed with the current weights and enter ``d3po_loss``; mean over all
-    items, accumulated; gradient clipping; one optimizer step.
+    images -- they share their initial noise in D3PO); the pairs are taken in the given order,
+    ``pairs_per_step`` at a time (0 = all of them), and for each such chunk the log-probs of both
+    trajectories at its (pair, step) items are recomputed with the current weights, enter ``d3po_loss``
+    (mean over the chunk's items, accumulated over micro-batches), then gradient clipping and one
+    optimizer step. D3PO's official setting is one pair per optimizer step, gradients accumulated over
+    all its timesteps (yk7333/d3po ``scripts/train.py:76`` and ``:293-420``, ``train.batch_size = 1``).
 
-    Reference policy. D3PO uses "the model before the current update" as reference. The log-probs
-    stored at sampling time (``rollout.log_probs``) are exactly that policy's log-probs of these very
-    steps, so they are the reference: exact, and free (no second UNet, no extra forward pass). In the
-    first inner epoch the loss therefore starts at ``log 2``.
+    Reference policy. ``ref_log_probs`` (``B×T``, summed over latent elements like
+    ``Rollout.log_probs``; e.g. :func:`reference_log_probs`, the frozen initial policy) when given;
+    otherwise the log-probs stored at sampling time, i.e. the policy that sampled this batch (exact and
+    free; the loss of a first epoch then starts at ``log 2``).
 
     Args:
         gen, rollout, optimizer, cfg, rng, accelerator: as in ``ppo_update``.
         pairs: ``(winner, loser)`` row indices into the rollout.
-        beta: DPO temperature (D3PO: 0.1).
+        beta: DPO temperature (D3PO: 0.1, ``config/base.py:101``).
         ratio_clip: clamp each policy/reference ratio to ``[1 - c, 1 + c]`` as the official D3PO code
-            does with ``c = 0.2``; None (default) is the plain DPO loss of the paper.
+            does with ``c = 0.1`` (``scripts/train.py:411-412``, ``config/base.py:103``); None is the
+            plain DPO loss.
+        ref_log_probs: the reference's log-probs (see above); must be finite at every trained item.
+        pairs_per_step: pairs per optimizer step (0 = all pairs in one step per epoch).
 
     Returns:
-        ``loss``, ``margin`` (mean ``β·((lw - rw) - (ll - rl))``), ``grad_norm``, ``n_pairs``,
-        ``n_items``, ``n_optimizer_steps``; with no pairs nothing is updated and zeros are returned.
+        ``loss``, ``margin`` (mean unclamped ``β·((lw - rw) - (ll - rl))``), ``clipfrac`` (share of the
+        log-ratios outside the clamp; 0 without one) -- means over items and epochs, each item scored
+        before the step it enters --, ``grad_norm`` (last step), ``n_pairs``, ``n_items`` (per epoch),
+        ``n_optimizer_steps``; with no pairs nothing is updated and zeros are returned.
     """
     _check_accelerator(accelerator)
     n, n_steps = rollout.log_probs.shape
+    if pairs_per_step < 0:
+        raise ValueError(f"pairs_per_step must be >= 0, got {pairs_per_step}")
     if not pairs:
-        return dict.fromkeys(("loss", "margin", "grad_norm", "n_pairs", "n_items", "n_optimizer_steps"), 0.0)
+        keys = ("loss", "margin", "clipfrac", "grad_norm", "n_pairs", "n_items", "n_optimizer_steps")
+        return dict.fromkeys(keys, 0.0)
     win = torch.tensor([int(w) for w, _ in pairs], dtype=torch.long)
     lose = torch.tensor([int(loser) for _, loser in pairs], dtype=torch.long)
     if min(win.min(), lose.min()) < 0 or max(win.max(), lose.max()) >= n:
@@ -280,38 +380,55 @@ def dpo_update(
     k = min(cfg.n_train_timesteps, n_steps)
     dim = rollout.latents[0, 0].numel()
     dev = rollout.log_probs.device
-    ref = rollout.log_probs.detach().to(torch.float32) / dim
+    if ref_log_probs is None:
+        ref_log_probs = rollout.log_probs
+    if tuple(ref_log_probs.shape) != (n, n_steps):
+        raise ValueError(f"ref_log_probs has shape {tuple(ref_log_probs.shape)}, expected ({n}, {n_steps})")
+    ref = ref_log_probs.detach().to(dev, torch.float32) / dim
+    if not bool(torch.isfinite(ref[torch.cat([win, lose]).to(dev)]).all()):
+        raise ValueError("ref_log_probs is not finite on every row of a pair")
     total = len(pairs) * k
-    sums = {"loss": 0.0, "margin": 0.0}
+    size = pairs_per_step or len(pairs)
+    sums = {"loss": 0.0, "margin": 0.0, "clipfrac": 0.0}
     grad_norm = float("nan")
+    n_opt_steps = 0
     optimizer.zero_grad(set_to_none=True)
     for _ in range(cfg.inner_epochs):
         steps = _random_steps(len(pairs), n_steps, k, rng)
-        item_pairs = torch.arange(len(pairs)).repeat_interleave(k)
-        item_steps = steps.reshape(-1)
-        for chunk in _micro_batches(total, cfg.train_micro_batch, accelerator):
-            w, lo, st = win[item_pairs[chunk]], lose[item_pairs[chunk]], item_steps[chunk]
-            both = torch.cat([st, st])[:, None]
-            log_prob = gen.step_log_prob(
-                rollout, both, batch_idx=torch.cat([w, lo]), use_cfg=cfg.cfg_in_training
-            )
-            log_prob = log_prob[:, 0] / dim
-            lp_w, lp_l = log_prob.split(len(chunk))
-            w_d, l_d, st_d = w.to(dev), lo.to(dev), st.to(dev)
-            ref_w, ref_l = ref[w_d, st_d], ref[l_d, st_d]
-            loss = d3po_loss(lp_w, lp_l, ref_w, ref_l, beta=beta, ratio_clip=ratio_clip)
-            weight = len(chunk) / total
-            backward(loss * weight, accelerator)
-            sums["loss"] += float(loss.detach()) * weight
-            margin = beta * ((lp_w.detach() - ref_w) - (lp_l.detach() - ref_l))
-            sums["margin"] += float(margin.mean()) * weight
-        grad_norm = clip_and_step(optimizer, cfg.max_grad_norm, accelerator)
+        for first in range(0, len(pairs), size):
+            step_pairs = torch.arange(first, min(first + size, len(pairs)))  # this optimizer step's pairs
+            item_pairs = step_pairs.repeat_interleave(k)
+            item_steps = steps[step_pairs].reshape(-1)
+            g_total = len(item_pairs)
+            for chunk in _micro_batches(g_total, cfg.train_micro_batch, accelerator):
+                w, lo, st = win[item_pairs[chunk]], lose[item_pairs[chunk]], item_steps[chunk]
+                both = torch.cat([st, st])[:, None]
+                log_prob = gen.step_log_prob(
+                    rollout, both, batch_idx=torch.cat([w, lo]), use_cfg=cfg.cfg_in_training
+                )
+                log_prob = log_prob[:, 0] / dim
+                lp_w, lp_l = log_prob.split(len(chunk))
+                w_d, l_d, st_d = w.to(dev), lo.to(dev), st.to(dev)
+                ref_w, ref_l = ref[w_d, st_d], ref[l_d, st_d]
+                loss = d3po_loss(lp_w, lp_l, ref_w, ref_l, beta=beta, ratio_clip=ratio_clip)
+                backward(loss * (len(chunk) / g_total), accelerator)  # micro-batch means -> step mean
+                weight = len(chunk) / total
+                sums["loss"] += float(loss.detach()) * weight
+                log_ratios = torch.cat([lp_w.detach() - ref_w, lp_l.detach() - ref_l])
+                margin = beta * (log_ratios[: len(chunk)] - log_ratios[len(chunk) :])
+                sums["margin"] += float(margin.mean()) * weight
+                if ratio_clip is not None:
+                    lo_r, hi_r = math.log1p(-ratio_clip), math.log1p(ratio_clip)
+                    outside = ((log_ratios < lo_r) | (log_ratios > hi_r)).float().reshape(2, -1).mean(0)
+                    sums["clipfrac"] += float(outside.mean()) * weight
+            grad_norm = clip_and_step(optimizer, cfg.max_grad_norm, accelerator)
+            n_opt_steps += 1
     sums = dict(zip(sums, sum_over_processes(list(sums.values()), accelerator)))
     out = {name: value / cfg.inner_epochs for name, value in sums.items()}
     out.update(
         grad_norm=grad_norm,
         n_pairs=float(len(pairs)),
         n_items=float(total),
-        n_optimizer_steps=float(cfg.inner_epochs),
+        n_optimizer_steps=float(n_opt_steps),
     )
     return out

@@ -22,10 +22,22 @@ def loss_curve(model_dir: Path, path: Path) -> None:
     axes[0].plot([r["step"] for r in vae], [r["psnr_db"] for r in vae])
     axes[0].set(title="VAE reconstruction", xlabel="step", ylabel="PSNR (dB)")
     axes[1].plot([r["step"] for r in unet], [r["loss"] for r in unet])
-    axes[1].set(title="UNet + text encoder (v-prediction MSE)", xlabel="step", yscale="log")
+    training = json.loads((model_dir / "training.json").read_text())
+    cfg = training["config"]
+    kind = {"epsilon": "ε-prediction", "v_prediction": "v-prediction"}[cfg.get("prediction_type", "v_prediction")]
+    weighting = " (1/ᾱ-weighted)" if kind == "ε-prediction" and cfg.get("loss_weighting") == "v-equivalent" else ""
+    axes[1].set(title=f"UNet + text encoder ({kind} MSE{weighting})", xlabel="step", yscale="log")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+# why a model's card sampler differs from the paper's, by (prediction type, steps, CFG)
+SAMPLER_NOTE = {
+    ("v_prediction", 20, 3.0): "This small, briefly trained model degrades at high guidance, so it uses the "
+                               "values above.",
+    ("epsilon", 50, 5.0): "This is the paper's sampler.",
+}
 
 
 def write_card(model_dir: Path, calibration: list[dict]) -> Path:
@@ -39,6 +51,18 @@ def write_card(model_dir: Path, calibration: list[dict]) -> Path:
     params = training["parameters"]
     cfg = training["config"]
     s = card["sampler"]
+    pred = json.loads((model_dir / "scheduler" / "scheduler_config.json").read_text())["prediction_type"]
+    kind = {"epsilon": "ε-prediction", "v_prediction": "v-prediction"}.get(pred, pred)
+    if cfg.get("init_from"):
+        origin = ("Continued from the previous model's weights (`--init-from`: tokenizer, text encoder, VAE and "
+                  "UNet) on freshly rendered images of this world.")
+        vae_line = "VAE: not trained again."
+    else:
+        origin = "Trained from the seed."
+        vae_line = f"VAE: {cfg['vae_steps']} steps of batch {cfg['vae_batch']} on 32×32 crops."
+    loss = ("ε-prediction loss weighted by 1/ᾱ_t, which is v-prediction's loss of the implied v (see "
+            "`herobench/glyphworld/train.py`)" if pred == "epsilon" and cfg.get("loss_weighting") == "v-equivalent"
+            else f"{kind} MSE")
     # the shipped model's lineage (v1 -> v2) lives beside its weights; a model you train has none
     history_file = model_dir / "HISTORY.md"
     history = history_file.read_text() if history_file.exists() else ""
@@ -62,23 +86,23 @@ renders (`herobench glyphworld train --out DIR --seed {cfg['seed']}`). It loads 
 | tokenizer | `CLIPTokenizer` (BPE trained on GlyphWorld captions, max {24} tokens) | — |
 | text encoder | `CLIPTextModel` ({cfg['text_layers']} layers, width {cfg['text_width']}) | {params['text_encoder']:,} |
 | VAE | `AutoencoderKL` (f = 4: 64×64×3 ↔ 4×16×16) | {params['vae']:,} |
-| UNet | `UNet2DConditionModel` (v-prediction, channels {tuple(cfg['unet_channels'])}) | {params['unet']:,} |
-| scheduler | `DDIMScheduler` (SD's scaled-linear betas, v-prediction) | — |
+| UNet | `UNet2DConditionModel` ({kind}, channels {tuple(cfg['unet_channels'])}) | {params['unet']:,} |
+| scheduler | `DDIMScheduler` (SD's scaled-linear betas, {kind}) | — |
 
 Weights are fp16 safetensors, {size / 2**20:.1f} MiB in all.
 
 ## Sampler it is calibrated at (GlyphWorld's defaults)
 
 DDIM {s['steps']} steps, eta {s['eta']}, classifier-free guidance {s['guidance_scale']}. The paper samples
-SD-1.5 with 50 steps, eta 1.0 and CFG 5.0. This small, briefly trained model degrades at high guidance,
-so it uses the values above. `--set sampler.guidance_scale=…` overrides them for a run, and the run records
-what it used.
+SD-1.5 ({'ε-prediction, ' if pred == 'epsilon' else ''}50 steps, eta 1.0, CFG 5.0). {SAMPLER_NOTE.get((pred, s['steps'], s['guidance_scale']), '')}
+`--set sampler.guidance_scale=…` overrides them for a run, and the run records what it used.
 
 ## Training
 
-{cfg['n_images']:,} rendered images. VAE: {cfg['vae_steps']} steps of batch {cfg['vae_batch']} on 32×32 crops.
+{origin} {cfg['n_images']:,} rendered images. {vae_line}
 UNet + text encoder: {cfg['unet_steps']} steps of batch {cfg['unet_batch']}, AdamW lr {cfg['unet_lr']} with
-cosine decay, EMA {cfg['ema_decay']}, and {cfg['caption_dropout']:.0%} caption dropout for guidance.
+{cfg['warmup_steps']} warm-up steps and cosine decay, EMA {cfg['ema_decay']}, {cfg['caption_dropout']:.0%}
+caption dropout for guidance; the {loss}.
 Training took {training['seconds']['total'] / 60:.0f} minutes on {cfg['threads']} CPU thread(s) with torch
 {training['torch']}. Seed {cfg['seed']}.
 

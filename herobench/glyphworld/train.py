@@ -7,8 +7,12 @@ Components (all plain diffusers / transformers classes, saved in diffusers forma
   and ``</w>`` end-of-word suffix), written as ``vocab.json`` + ``merges.txt``;
 * ``CLIPTextModel`` — a small transformer trained jointly with the UNet;
 * ``AutoencoderKL`` — f = 4: 64×64×3 images ↔ 4×16×16 latents, trained first;
-* ``UNet2DConditionModel`` — v-prediction (with epsilon-prediction colours stayed near chance in the
-  prototype), classifier-free guidance by dropping 10 % of captions;
+* ``UNet2DConditionModel`` — ε-prediction, Stable Diffusion 1.x's parametrization (v3; v1/v2 were
+  v-prediction), classifier-free guidance by dropping 10 % of captions. Its loss is weighted per timestep by
+  1/ᾱ_t = (SNR+1)/SNR ("v-equivalent"): ‖ε̂−ε‖²/ᾱ_t equals ‖v̂−v‖² for the v implied by ε̂, so the ε model
+  minimises exactly v2's objective (which learned GlyphWorld's colours in 8,000 steps) while its output, and
+  so every sampler step's dependence on the network, is SD-1.5's. Plain ε-MSE weights the x₀ error by
+  SNR_t, ~0.005 at t = 999: an early prototype at 1.5k steps got background and object colours wrong;
 * ``DDIMScheduler``.
 
 Everything is seeded: the same seed on the same CPU gives the same weights. ``device="cuda"`` trains the VAE,
@@ -34,7 +38,7 @@ from herobench.glyphworld import render
 MAX_TOKENS = 24
 
 # The sampler the shipped model is calibrated at (its README states it); run configs may override it.
-DEFAULT_SAMPLER = {"steps": 20, "eta": 1.0, "guidance_scale": 3.0, "negative_prompt": "", "micro_batch": 64}
+DEFAULT_SAMPLER = {"steps": 50, "eta": 1.0, "guidance_scale": 5.0, "negative_prompt": "", "micro_batch": 64}
 
 
 def write_model_card(out_dir: Path, sampler: dict) -> None:
@@ -56,6 +60,13 @@ class TrainConfig:
     warmup_steps: int = 200
     ema_decay: float = 0.999
     caption_dropout: float = 0.1
+    # "epsilon" (SD-1.x, v3) or "v_prediction" (v1/v2)
+    prediction_type: str = "epsilon"
+    # per-timestep weight of the denoising loss: "v-equivalent" (1/ᾱ_t for ε, 1 for v) or "none" (plain MSE)
+    loss_weighting: str = "v-equivalent"
+    # a trained model folder to continue from (its tokenizer, text encoder, VAE and UNet; the VAE is not
+    # trained again); "" trains everything from the seed
+    init_from: str = ""
     vocab_size: int = 600
     text_width: int = 128
     text_layers: int = 2
@@ -115,6 +126,23 @@ def build_tokenizer(corpus: list[str], out_dir: Path, vocab_size: int):
     return tok
 
 
+def load_models(model_dir: Path):
+    """The tokenizer, text encoder, VAE and UNet of a trained GlyphWorld model folder, in float32 (to continue
+    training them: ``TrainConfig.init_from``)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    if not (model_dir / "model_index.json").is_file():
+        raise FileNotFoundError(f"init_from: {model_dir} is not a diffusers model folder (no model_index.json)")
+    f32 = {"torch_dtype": torch.float32}
+    return (
+        CLIPTokenizer.from_pretrained(model_dir / "tokenizer"),
+        CLIPTextModel.from_pretrained(model_dir / "text_encoder", **f32),
+        AutoencoderKL.from_pretrained(model_dir / "vae", **f32),
+        UNet2DConditionModel.from_pretrained(model_dir / "unet", **f32),
+    )
+
+
 def build_models(cfg: TrainConfig, vocab_size: int):
     """Fresh, seeded text encoder, VAE and UNet with the GlyphWorld sizes."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -164,16 +192,16 @@ def build_models(cfg: TrainConfig, vocab_size: int):
     return text_encoder, vae, unet
 
 
-def make_scheduler():
+def make_scheduler(prediction_type: str = "epsilon"):
     from diffusers import DDIMScheduler
 
-    # Stable Diffusion's training schedule, with v-prediction (see module docstring).
+    # Stable Diffusion's training schedule and (v3) its ε-prediction (see module docstring).
     return DDIMScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
-        prediction_type="v_prediction",
+        prediction_type=prediction_type,
         clip_sample=False,
         set_alpha_to_one=False,
         steps_offset=1,
@@ -246,6 +274,27 @@ def encode_dataset(vae, images: np.ndarray, batch: int = 256, device: str = "cpu
     return torch.cat(out)
 
 
+def denoising_loss(pred, x0, noise, alpha_bar, prediction_type: str, weighting: str) -> torch.Tensor:
+    """Mean per-sample MSE against the ``prediction_type`` target, weighted per timestep by ``weighting``.
+
+    "v-equivalent" weights an ε-prediction's error by 1/ᾱ_t, which makes it the v-prediction loss of the v that
+    the ε output implies (v̂ − v = (ε̂ − ε)/√ᾱ_t for fixed x_t); for v-prediction it is the plain MSE."""
+    a = alpha_bar.sqrt().view(-1, 1, 1, 1)
+    s = (1 - alpha_bar).sqrt().view(-1, 1, 1, 1)
+    if prediction_type == "epsilon":
+        target, w = noise, 1.0 / alpha_bar
+    elif prediction_type == "v_prediction":
+        target, w = a * noise - s * x0, torch.ones_like(alpha_bar)
+    else:
+        raise ValueError(f"unsupported prediction_type {prediction_type!r}")
+    if weighting == "none":
+        w = torch.ones_like(alpha_bar)
+    elif weighting != "v-equivalent":
+        raise ValueError(f"unknown loss_weighting {weighting!r} (v-equivalent or none)")
+    per_sample = (pred.float() - target).pow(2).mean(dim=(1, 2, 3))
+    return (w * per_sample).mean()
+
+
 def train_unet(unet, text_encoder, tokenizer, scheduler, latents, captions, cfg: TrainConfig, log, progress=True,
                device: str = "cpu"):
     # every random draw comes from one CPU generator, so a CUDA run sees the same batches, steps and noise
@@ -272,13 +321,10 @@ def train_unet(unet, text_encoder, tokenizer, scheduler, latents, captions, cfg:
         ids = ids.to(device)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=gen).to(device)
         noise = torch.randn(x0.shape, generator=gen).to(device)
-        a = acp[t].sqrt().view(-1, 1, 1, 1)
-        s = (1 - acp[t]).sqrt().view(-1, 1, 1, 1)
-        xt = a * x0 + s * noise
-        target = a * noise - s * x0  # v-prediction target
+        xt = acp[t].sqrt().view(-1, 1, 1, 1) * x0 + (1 - acp[t]).sqrt().view(-1, 1, 1, 1) * noise
         emb = text_encoder(ids)[0]
         pred = unet(xt, t, encoder_hidden_states=emb).sample
-        loss = F.mse_loss(pred, target)
+        loss = denoising_loss(pred, x0, noise, acp[t], cfg.prediction_type, cfg.loss_weighting)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -298,6 +344,18 @@ def train_unet(unet, text_encoder, tokenizer, scheduler, latents, captions, cfg:
     text_encoder.eval()
 
 
+def mark_float32_default(model_dir: Path) -> None:
+    """Weights stay fp16 on disk, but the text encoder's ``config.json`` says float32.
+
+    transformers 5 loads a model in the ``dtype`` its config names when none is passed, while diffusers loads
+    the UNet and VAE in float32: a plain ``StableDiffusionPipeline.from_pretrained(dir)`` then fails on the
+    CPU with "mat1 and mat2 must have the same dtype" (half text encoder, float UNet)."""
+    path = Path(model_dir) / "text_encoder" / "config.json"
+    cfg = json.loads(path.read_text())
+    cfg["dtype"] = "float32"
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
 def train_glyphworld(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), progress: bool = True,
                      device: str = "cpu") -> Path:
     """Train every component and write a diffusers folder (fp16 safetensors) plus training records.
@@ -311,19 +369,26 @@ def train_glyphworld(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), prog
     torch.manual_seed(cfg.seed)
     t0 = time.time()
     log: list[dict] = []
-    tokenizer = build_tokenizer(render.caption_corpus(20_000, cfg.seed), out_dir / "tokenizer", cfg.vocab_size)
-    text_encoder, vae, unet = build_models(cfg, len(tokenizer))
+    if cfg.init_from:
+        tokenizer, text_encoder, vae, unet = load_models(Path(cfg.init_from))
+    else:
+        tokenizer = build_tokenizer(render.caption_corpus(20_000, cfg.seed), out_dir / "tokenizer", cfg.vocab_size)
+        text_encoder, vae, unet = build_models(cfg, len(tokenizer))
     images, captions = render_dataset(cfg.n_images, cfg.seed, progress)
     t_render = time.time() - t0
-    vae.to(device)
-    train_vae(vae, images, cfg, log, progress, device)
+    if not cfg.init_from:
+        vae.to(device)
+        train_vae(vae, images, cfg, log, progress, device)
     t_vae = time.time() - t0 - t_render
     raw = encode_dataset(vae, images, device=device)
     vae.to("cpu")
-    scale = float(1.0 / raw.std())
-    vae.register_to_config(scaling_factor=scale)
+    if cfg.init_from:  # the VAE is kept as it was, and so its latent scale
+        scale = float(vae.config.scaling_factor)
+    else:
+        scale = float(1.0 / raw.std())
+        vae.register_to_config(scaling_factor=scale)
     latents = raw * scale
-    scheduler = make_scheduler()
+    scheduler = make_scheduler(cfg.prediction_type)
     unet.to(device)
     text_encoder.to(device)
     train_unet(unet, text_encoder, tokenizer, scheduler, latents, captions, cfg, log, progress, device)
@@ -342,6 +407,7 @@ def train_glyphworld(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), prog
     )
     pipe.to(torch.float16)
     pipe.save_pretrained(out_dir, safe_serialization=True)
+    mark_float32_default(out_dir)
     n_params = {
         name: sum(p.numel() for p in m.parameters())
         for name, m in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder))

@@ -97,8 +97,10 @@ class Cell:
 
     @property
     def name(self) -> str:
-        s = self.settings
-        return f"{s.task}-{s.method}-s{s.seed}"
+        """The cell's run folder name: the runner's (``runlog.run_dir_name``, from the task's name)."""
+        from herobench.harness.runlog import run_dir_name
+
+        return run_dir_name(self.settings)
 
 
 CellStatus = Literal["new", "partial", "done"]
@@ -238,7 +240,7 @@ def run_cell(cell: Cell, out: str | Path) -> CellResult:
             shutil.rmtree(path)
         resume = path if status == "partial" else None
         run_path, summary = run(cell.settings if resume is None else None, out=out, resume=resume, progress=False)
-        if Path(run_path) != path:  # pragma: no cover - the runner names folders <task>-<method>-s<seed>
+        if Path(run_path) != path:  # pragma: no cover - the runner names folders by the same run_dir_name
             raise HerobenchError(f"the runner wrote {run_path}, expected {path}")
         failed_log.unlink(missing_ok=True)
         return CellResult(cell.name, "done", str(path), time.perf_counter() - t0, resume is not None, summary)

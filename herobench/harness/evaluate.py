@@ -82,3 +82,21 @@ def summarise(verdicts: Sequence[Verdict], z: float = 1.96) -> dict[str, float |
         "unreadable_rate": sum(not v.readable for v in verdicts) / n,
         "mean_score": sum(float(v.score) for v in verdicts) / n,
     }
+
+
+def per_image(verdicts: Sequence[Verdict]) -> dict[str, str | list[float]]:
+    """Every image's verdict in evaluation-noise order, for paired comparisons between runs on the same
+    noises: ``successes`` a string of ``0``/``1`` (image ``i`` is character ``i``) and ``scores`` the graded
+    scores rounded to 4 decimals."""
+    return {
+        "successes": "".join("1" if v.success else "0" for v in verdicts),
+        "scores": [round(float(v.score), 4) for v in verdicts],
+    }
+
+
+def successes_of(row: dict) -> list[bool] | None:
+    """The per-image successes of an ``evals.jsonl`` row; None for rows written before they were recorded."""
+    bits = row.get("successes")
+    if not isinstance(bits, str) or set(bits) - {"0", "1"}:
+        return None
+    return [c == "1" for c in bits]

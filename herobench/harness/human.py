@@ -9,8 +9,10 @@ learns from them, then samples and publishes the next batch.
 What the person gives, per protocol (as in ``herobench.harness.rater``):
 
 * ``"hero"``: good/bad for every image and a star on the best good image, or no star to keep the previous
-  best (HERO §3.1: the best is chosen among the good images *and the previous best*). Before the first
-  best pick there is nothing to keep, so a batch with a good image needs a star.
+  best (HERO §3.1: the best is chosen among the good images *and the previous best*; the person keeps it
+  unless they see a better one, which is the rule the simulated rater follows, ``rater.best_pick``). Before
+  the first best pick there is nothing to keep, so a batch with a good image needs a star
+  (``rater.check_best``, the contract both raters obey).
 * ``"d3po"``: good/bad; pairs are derived from the labels and the noise groups exactly as for the
   simulated rater. ``"scalar"``: good/bad as 0/1 rewards. ``"none"``: nothing is asked.
 
@@ -40,7 +42,7 @@ import numpy as np
 from herobench.core.images import to_pil
 from herobench.errors import ConfigError, HerobenchError
 from herobench.harness.labelling import MAX_BODY_BYTES, TOKEN_HEADER, Batch, Board, LabellingServer
-from herobench.harness.rater import _pairs  # one definition of D3PO pairs for simulated and human raters
+from herobench.harness.rater import _pairs, check_best  # one D3PO-pair rule and one best-pick contract
 from herobench.types import Feedback, RatingRequest, Verdict
 
 __all__ = ["HumanRater", "MAX_BODY_BYTES", "TOKEN_HEADER", "thumbnail_png"]
@@ -156,6 +158,8 @@ class HumanRater:
         sub = self._board.wait(batch.id)
         self._keep_images(request)
         if protocol == "hero":
+            # the page enforces the same contract (labelling.parse_submission); this is the shared rule
+            check_best(sub.good, sub.best, has_prev_best=batch.has_prev_best)
             return Feedback(good=sub.good, best=sub.best)
         if protocol == "scalar":
             return Feedback(good=sub.good, scores=tuple(float(g) for g in sub.good))

@@ -12,6 +12,14 @@
     {"schema": 1, "kind": "iteration", "iteration": 3, "n_labels": 64, "spent": 256,
      "best": 12, "pairs": [[0, 5], …], "scores": null, "meta": {}, "time": 1732612345.1}
 
+Every line ends with ``"chain": "<sha256 hex>"``, a hash chain: the SHA-256 of the previous line's chain
+value (``""`` for the first line, or after a line without one) followed by the line's own bytes without
+the ``, "chain": ...`` suffix (the commit line's wall-clock ``time`` follows the chain value and is
+left out, so two runs that record the same labels write the same chain). A ledger edited by hand (a label flipped, a line removed or moved) is
+refused, naming the first line whose chain does not hold, instead of being replayed. Ledgers written before
+the chain existed have no ``chain`` fields and load as before; once a line carries one, every later line
+must (a run resumed on an old ledger starts the chain at its first new line).
+
 An iteration counts only once its ``iteration`` line is on disk. On resume (:meth:`FeedbackLedger.open`)
 label lines after the last commit marker (the process died mid-write) are removed from the file, kept
 in a ``<name>.torn`` side file, and reported in :attr:`FeedbackLedger.recovered`; those labels were never
@@ -28,10 +36,12 @@ recorded but not charged (best picks are counted separately in :attr:`n_best_pic
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import numbers
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +55,8 @@ from herobench.types import Feedback
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-_RESERVED = frozenset({"schema", "kind", "iteration", "index"})
+_RESERVED = frozenset({"schema", "kind", "iteration", "index", "chain"})
+_CHAIN = re.compile(rb'^(.*), "chain": "([0-9a-f]{64})"(?:, "time": [0-9eE.+-]+)?\}$', re.DOTALL)
 _REQUIRED = {"prompt": str, "image_sha256": str, "good": bool}
 
 
@@ -93,6 +104,7 @@ class FeedbackLedger:
         self._size = size  # bytes of committed content; a failed write is truncated back to this
         self._spent = sum(len(r.entries) for r in iterations.values())
         self._torn_tail = b""  # uncommitted bytes after self._size, until repair()
+        self._chain = b""  # chain value of the last committed line (b"" before any, or after an old line)
         self.recovered: str | None = None
         if self._spent > budget_labels:
             raise BudgetExceededError(
@@ -119,9 +131,10 @@ class FeedbackLedger:
             ledger._init(path, budget_labels, {}, 0)
             return ledger
         data = path.read_bytes()
-        iterations, committed_end = _parse(path, data)
+        iterations, committed_end, chain = _parse_chained(path, data)
         ledger._init(path, budget_labels, iterations, committed_end)
         ledger._torn_tail = data[committed_end:]
+        ledger._chain = chain
         if repair:
             ledger.repair()
         return ledger
@@ -258,16 +271,22 @@ class FeedbackLedger:
             }
         )
         try:
-            data = "".join(json.dumps(line, ensure_ascii=False, allow_nan=False) + "\n" for line in lines)
+            texts = [json.dumps(_unstamped(line), ensure_ascii=False, allow_nan=False).encode() for line in lines]
         except (TypeError, ValueError) as e:
             raise ValueError(f"ledger entries must be JSON-serialisable (finite numbers): {e}") from None
-        payload = data.encode()
+        chain, chained = self._chain, []
+        for line, text in zip(lines, texts):
+            chain = _chain_value(chain, text)
+            stamp = b', "time": ' + json.dumps(line["time"]).encode() if line["kind"] == "iteration" else b""
+            chained.append(text[:-1] + b', "chain": "' + chain + b'"' + stamp + b'}\n')
+        payload = b"".join(chained)
         try:
             append_durably(self.path, payload)
         except BaseException:
             self._truncate_to_committed()
             raise
         self._size += len(payload)
+        self._chain = chain
         self._spent = spent_after
         self._iterations[iteration] = RecordedIteration(
             iteration=iteration,
@@ -334,10 +353,31 @@ def _check_entry(entry: Any, i: int) -> None:
         raise ValueError(f"entry {i} uses reserved key(s) {sorted(reserved)}")
 
 
+def _unstamped(line: dict[str, Any]) -> dict[str, Any]:
+    """The part of a line the chain covers: all of it but a commit line's ``time``."""
+    return {k: v for k, v in line.items() if not (k == "time" and line["kind"] == "iteration")}
+
+
+def _chain_value(previous: bytes, text: bytes) -> bytes:
+    """The chain value of a line whose bytes without the chain suffix are ``text`` (module docstring)."""
+    return hashlib.sha256(previous + b"\n" + text).hexdigest().encode()
+
+
 def _parse(path: Path, data: bytes) -> tuple[dict[int, RecordedIteration], int]:
     """Committed iterations of a ledger file and the byte offset where the committed part ends."""
+    iterations, committed_end, _ = _parse_chained(path, data)
+    return iterations, committed_end
+
+
+def _parse_chained(path: Path, data: bytes) -> tuple[dict[int, RecordedIteration], int, bytes]:
+    """:func:`_parse`, and the chain value of the last committed line.
+
+    A broken chain is reported only once the rest of the file has been checked, so an edit that also
+    breaks a rule of :meth:`FeedbackLedger.record` is named by that rule (the more useful message)."""
     iterations: dict[int, RecordedIteration] = {}
     committed_end = 0
+    chain, committed_chain, chained_before = b"", b"", False
+    broken: str | None = None  # the first line whose chain does not hold
     pending: list[tuple[int, dict[str, Any]]] = []  # (line number, label line)
     first_bad: str | None = None  # a malformed line is only fatal if a commit marker follows it
     pos, number = 0, 0
@@ -353,10 +393,15 @@ def _parse(path: Path, data: bytes) -> tuple[dict[int, RecordedIteration], int]:
             obj = json.loads(raw)
             if not isinstance(obj, dict):
                 raise ValueError("not a JSON object")
-        except (ValueError, UnicodeDecodeError) as e:
-            first_bad = first_bad or f"{path}: line {number} is malformed ({e})"
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            first_bad = first_bad or f"{path}: line {number} is malformed ({str(e)[:200]})"
             continue
         where = f"{path}: line {number}"
+        chain, problem = _check_chain(raw, obj, chain, chained_before)
+        chained_before = chained_before or "chain" in obj
+        if problem and broken is None:
+            broken = (f"{where} {problem}: the ledger was edited after it was written; refusing to replay it "
+                      "(restore the original file)")
         if obj.get("schema") != SCHEMA_VERSION:
             raise HerobenchError(
                 f"{where}: ledger schema version {obj.get('schema')!r} is not supported "
@@ -404,4 +449,19 @@ def _parse(path: Path, data: bytes) -> tuple[dict[int, RecordedIteration], int]:
         )
         pending = []
         committed_end = pos
-    return iterations, committed_end
+        committed_chain = chain
+    if broken is not None:
+        raise HerobenchError(broken)
+    return iterations, committed_end, committed_chain
+
+
+def _check_chain(raw: bytes, obj: dict, previous: bytes, chained_before: bool) -> tuple[bytes, str | None]:
+    """The chain value after the line ``raw`` (parsed: ``obj``) and what is wrong with it, if anything."""
+    if "chain" not in obj:
+        return b"", ("has no chain value after lines that have one" if chained_before else None)
+    m = _CHAIN.match(raw.rstrip(b"\r"))
+    if m is None:
+        return b"", "has a malformed chain value"
+    if _chain_value(previous, m.group(1) + b"}") != m.group(2):
+        return m.group(2), "does not match its chain value"
+    return m.group(2), None

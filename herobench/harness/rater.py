@@ -9,10 +9,14 @@ the judgement in the protocol a method consumes, optionally with human-like nois
 Protocols (``SimulatedRater.PROTOCOLS``):
 
 * ``"hero"``: good/bad for every image, plus one best image chosen among the good ones *and the previous
-  best* (HERO §3.1); ``None`` means the previous best stays. The pick is the highest (perceived) score;
-  candidates that tie with it -- the previous best included -- are drawn from uniformly with the
-  iteration's ``rng``, as a person picks one of several equally good images. (With a pass/fail oracle
-  every success scores 1.0: without the draw the first good image would stay the anchor forever.)
+  best* (HERO §3.1); ``None`` means the previous best stays. The rule (:func:`best_pick`, checked for the
+  simulated and the human rater alike by :func:`check_best`) is a person's, as in the official interface
+  (sony/hero ``rl4dgm/user_feedback_interface/user_feedback_interface.py:675-698``: the good images are
+  shown beside the current best, and choosing the current best changes nothing): the previous best stays
+  unless a good image has a *strictly* higher (perceived) score. With a pass/fail oracle (GlyphWorld scores
+  every success 1.0) the first best therefore stays the anchor; an oracle with a graded score inside the
+  good class replaces it by a strictly better image. Before the first best pick the highest-scoring good
+  image is chosen, ties drawn uniformly with the iteration's ``rng``.
 * ``"d3po"``: good/bad for every image, and ``pairs`` = every (good, bad) pair among images that share an
   initial noise (``groups``), as in D3PO.
 * ``"scalar"``: good/bad plus ``scores`` = the labels as 0/1 rewards (DDPO with human feedback).
@@ -94,10 +98,11 @@ class SimulatedRater:
             verdicts: ``B`` oracle verdicts, in batch order.
             protocol: one of :attr:`PROTOCOLS`.
             groups: ``B`` initial-noise ids (``"d3po"`` only: pairs are formed within a group).
-            prev_best_score: score of the current best image (``"hero"``); it competes with the good images.
-            rng: randomness for flips, best-pick noise and the draw among tied best candidates; required
-                when the rater is noisy (use :meth:`rng_for` so that each iteration draws independently
-                and reproducibly); without it a tie goes to the earliest image / the previous best.
+            prev_best_score: score of the current best image (``"hero"``), None before the first pick; it
+                stays the best unless a good image scores strictly higher (:func:`best_pick`).
+            rng: randomness for flips, best-pick noise and the draw among good images tied at the top;
+                required when the rater is noisy (use :meth:`rng_for` so that each iteration draws
+                independently and reproducibly); without it a tie goes to the earliest image.
             request: the batch itself (images, hashes, budget), which the runner passes to every
                 rater; a simulated rater judges through the verdicts only and ignores it
                 (``herobench.harness.human.HumanRater`` shows it to a person).
@@ -129,7 +134,9 @@ class SimulatedRater:
             prev = prev_best_score
             if prev is not None and self.best_noise > 0:
                 prev = prev + rng.normal(0.0, self.best_noise)  # the previous best is perceived with noise too
-            return Feedback(good=good, best=_best(good, perceived, prev, rng))
+            best = best_pick(good, perceived, prev, rng)
+            check_best(good, best, has_prev_best=prev_best_score is not None)
+            return Feedback(good=good, best=best)
         if protocol == "scalar":
             return Feedback(good=good, scores=tuple(float(g) for g in good))
         # d3po
@@ -138,27 +145,47 @@ class SimulatedRater:
         return Feedback(good=good, pairs=_pairs(good, groups))
 
 
-def _best(
-    good: tuple[bool, ...], perceived: np.ndarray, prev_best_score: float | None, rng: np.random.Generator | None
+def best_pick(
+    good: Sequence[bool], perceived: np.ndarray, prev_best_score: float | None, rng: np.random.Generator | None
 ) -> int | None:
-    """Index of the new best image, or ``None`` when the previous best stays (or nothing is good).
+    """The simulated rater's best pick: the index of the new best image, or ``None`` to keep the previous
+    best (or when nothing is good).
 
-    Every good image and the previous best (when there is one) compete on ``perceived`` score; the
-    ones tied at the top are drawn from uniformly with ``rng`` (without ``rng``: the earliest image,
-    and the previous best wins its ties).
+    A person keeps the current best unless a good image is better (module docstring), so with a previous
+    best (``prev_best_score`` not None) a good image replaces it only when its ``perceived`` score is
+    strictly higher; a tie keeps it. Without a previous best (the first pick) the highest-scoring good image
+    is chosen. Good images tied at the top are drawn from uniformly with ``rng`` (without ``rng``: the
+    earliest of them). The result satisfies :func:`check_best`.
     """
     candidates = [i for i, g in enumerate(good) if g]
     if not candidates:
         return None
     top = max(perceived[i] for i in candidates)
-    if prev_best_score is not None and prev_best_score > top:
-        return None  # the previous best stays
-    tied: list[int | None] = [i for i in candidates if perceived[i] == top]
-    if prev_best_score is not None and prev_best_score == top:
-        tied.append(None)
-    if rng is None:
-        return None if None in tied else tied[0]
+    if prev_best_score is not None and not top > prev_best_score:
+        return None  # nothing strictly better: the previous best stays
+    tied = [i for i in candidates if perceived[i] == top]
+    if rng is None or len(tied) == 1:
+        return tied[0]
     return tied[int(rng.integers(len(tied)))]
+
+
+def check_best(good: Sequence[bool], best: int | None, has_prev_best: bool) -> None:
+    """The best-pick contract every rater's feedback obeys (simulated and human, HERO §3.1).
+
+    ``best`` is an index of a *good* image, or ``None`` -- which keeps the previous best, and is allowed
+    only when there is one or when no image is good (the official interface also asks for a best on the
+    first batch, ``user_feedback_interface.py:655-658``).
+
+    Raises:
+        ValueError: a best out of range or labelled bad, or no best where the first one is due.
+    """
+    if best is not None:
+        if not 0 <= best < len(good):
+            raise ValueError(f"best image {best} is not an image of this batch of {len(good)}")
+        if not good[best]:
+            raise ValueError(f"the best image ({best}) must be one of the good images")
+    elif not has_prev_best and any(good):
+        raise ValueError("there is no previous best to keep: a batch with a good image needs a best pick")
 
 
 def _pairs(good: tuple[bool, ...], groups: Sequence[int]) -> tuple[tuple[int, int], ...]:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from herobench.errors import HerobenchError, UnknownNameError
 from herobench.harness.runlog import RunDir, iter_jsonl_lines
+from herobench.harness.stats import binom_two_sided, paired
 
 PANEL_KEYS = ["task", "model", "profile", "prompt_set"]
 CURVE_KEYS = [*PANEL_KEYS, "method"]
@@ -56,6 +57,10 @@ def _read_run(path: Path) -> tuple[dict, list[tuple[int, dict]]]:
                 or (settings.get("rater") or {}).get("profile", "default")
             ),
             "budget_labels": settings.get("budget_labels"),
+            # what makes two runs' evaluation images the same images (paired comparisons)
+            "eval_key": json.dumps([settings.get("eval"), config.get("sampler"), str(config.get("model")),
+                                    bool((config.get("method") or {}).get("custom_eval_noise"))],
+                                   sort_keys=True, default=str),
         }
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise HerobenchError(f"{run.config_json}: not a valid run config ({type(e).__name__}: {e})") from None
@@ -65,6 +70,13 @@ def _read_run(path: Path) -> tuple[dict, list[tuple[int, dict]]]:
     for number, ev in lines:
         if not isinstance(ev, dict) or "labels" not in ev or "success_rate" not in ev:
             raise HerobenchError(f"{run.evals}: line {number} lacks 'labels' or 'success_rate'")
+        labels, rate = ev["labels"], ev["success_rate"]
+        # (JSON allows "NaN", strings and floats where the runner writes a label count and a rate)
+        if isinstance(labels, bool) or not isinstance(labels, int) or not 0 <= labels <= 2**53:
+            raise HerobenchError(f"{run.evals}: line {number}: 'labels' must be a label count, got {labels!r:.40}")
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
+            raise HerobenchError(f"{run.evals}: line {number}: 'success_rate' must be a number in [0, 1], "
+                                 f"got {rate!r:.40}")
     return base, lines
 
 
@@ -116,6 +128,141 @@ def _prompts_frame(parsed: Parsed) -> pd.DataFrame:
                 ) from None
     df = pd.DataFrame(rows, columns=PROMPT_COLUMNS)
     return df.sort_values(["task", "method", "seed", "prompt_set", "labels"], ignore_index=True, kind="stable")
+
+
+PAIRED_COLUMNS = [
+    "task", "model", "profile", "prompt_set", "method", "seed", "labels", "reference", "n",
+    "success_reference", "success", "gained", "lost", "p_mcnemar",
+]  # fmt: skip
+
+
+def _per_image(parsed: Parsed) -> dict[tuple, list[bool]]:
+    """``(eval_key, panel keys..., method, seed, labels) -> successes`` of every row that recorded them."""
+    from herobench.harness.evaluate import successes_of
+
+    out = {}
+    for base, lines in parsed:
+        for _number, ev in lines:
+            bits = successes_of(ev)
+            if bits is not None:
+                key = (base["eval_key"], base["task"], base["model"], base["profile"],
+                       str(ev.get("prompt_set", "eval")), base["method"], base["seed"], int(ev["labels"]))
+                out[key] = bits
+    return out
+
+
+def paired_frame(parsed: Parsed) -> pd.DataFrame:
+    """Per-image comparisons of every evaluation point on the same images (same evaluation settings,
+    sampler and model; runs whose method draws its own evaluation noise only against themselves):
+
+    * ``reference = "start"``: against the run's own evaluation at 0 labels (the untrained model);
+    * ``"pretrained"``: against the ``pretrained`` method's evaluation (any seed: its images are the same);
+    * ``"hero"``: against HERO's run of the same seed at the same label count.
+
+    ``gained`` = bad in the reference and good here, ``lost`` the reverse, ``p_mcnemar`` McNemar's exact
+    two-sided p-value. Also one ``seed = -1`` row per (method, labels, reference) pooling the discordant
+    counts over seeds (the Mantel–Haenszel test for matched pairs, each seed a stratum)."""
+    images = _per_image(parsed)
+    pretrained = {}
+    for key, bits in images.items():
+        if key[5] == "pretrained":
+            pretrained.setdefault((*key[:5],), bits)
+    rows = []
+    for key, bits in sorted(images.items(), key=lambda kv: kv[0][1:]):
+        eval_key, task, model, profile, prompt_set, method, seed, labels = key
+        panel = (eval_key, task, model, profile, prompt_set)
+        refs = {"start": images.get((*panel, method, seed, 0)),
+                "pretrained": pretrained.get(panel),
+                "hero": images.get((*panel, "hero", seed, labels))}
+        if labels == 0 or method == "pretrained":
+            continue
+        for name, ref in refs.items():
+            if ref is None or len(ref) != len(bits) or (name == "hero" and method == "hero"):
+                continue
+            r = paired(ref, bits)
+            rows.append({"task": task, "model": model, "profile": profile, "prompt_set": prompt_set,
+                         "method": method, "seed": seed, "labels": labels, "reference": name, "n": r.n,
+                         "success_reference": r.success_a, "success": r.success_b, "gained": r.gained,
+                         "lost": r.lost, "p_mcnemar": r.p})
+    df = pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+    if df.empty:
+        return df
+    group = ["task", "model", "profile", "prompt_set", "method", "labels", "reference"]
+    pooled = []
+    for keys, g in df.groupby(group, sort=True):
+        if len(g) < 2:
+            continue
+        gained, lost = int(g["gained"].sum()), int(g["lost"].sum())
+        pooled.append({**dict(zip(group, keys)), "seed": -1, "n": int(g["n"].sum()),
+                       "success_reference": float(g["success_reference"].mean()),
+                       "success": float(g["success"].mean()), "gained": gained, "lost": lost,
+                       "p_mcnemar": binom_two_sided(gained, gained + lost)})
+    df = pd.concat([df, pd.DataFrame(pooled, columns=PAIRED_COLUMNS)], ignore_index=True)
+    return df.sort_values([*group[:5], "reference", "labels", "seed"], ignore_index=True)
+
+
+def paired_table(paired_df: pd.DataFrame) -> str:
+    """Markdown: at each method's last label point, against the untrained model (its own start) and HERO,
+    images gained/lost summed over seeds and the pooled McNemar p-value."""
+    if paired_df.empty:
+        return "(no per-image verdicts recorded: runs written before herobench recorded them)"
+    lines = ["| task | prompts | method | labels | seeds | vs untrained: +/− (p) | vs HERO: +/− (p) |",
+             "|---|---|---|---|---|---|---|"]
+    per_seed = paired_df[paired_df["seed"] >= 0]
+    for (task, profile, prompt_set, method), g in per_seed.groupby(["task", "profile", "prompt_set", "method"]):
+        at = int(g["labels"].max())
+        cells = []
+        for ref in ("start", "hero"):
+            h = g[(g["labels"] == at) & (g["reference"] == ref)]
+            if h.empty:
+                cells.append("—")
+                continue
+            gained, lost = int(h["gained"].sum()), int(h["lost"].sum())
+            cells.append(f"+{gained}/−{lost} (p={binom_two_sided(gained, gained + lost):.2g})")
+        name = task if profile == "default" else f"{task} ({profile})"
+        seeds = g[(g["labels"] == at)]["seed"].nunique()
+        lines.append(f"| {name} | {prompt_set} | {method} | {at} | {seeds} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+AGGREGATE_COLUMNS = [
+    "model", "prompt_set", "labels", "method", "tasks", "runs", "iqm", "iqm_lo", "iqm_hi",
+    "reference", "p_improvement", "p_improvement_lo", "p_improvement_hi",
+]  # fmt: skip
+
+
+def aggregate_frame(df: pd.DataFrame, at_labels: int, references: Sequence[str] = ("pretrained", "hero"),
+                    reps: int = 2000) -> pd.DataFrame:
+    """Seed aggregates at ``at_labels`` labels (rliable's, see ``harness/stats.py``), per model and prompt
+    set: each method's IQM of success over its runs of every task, and its probability of improvement over
+    each reference method on the tasks both ran, each with a stratified-bootstrap 95 % interval (runs
+    resampled within each task; seeded)."""
+    from herobench.harness.stats import iqm, prob_improvement, stratified_bootstrap_ci
+
+    vals = value_at(df, at_labels)
+    rows = []
+    for (model, prompt_set), g in vals.groupby(["model", "prompt_set"], sort=True):
+        g = g.assign(column=[t if p == "default" else f"{t} ({p})" for t, p in zip(g["task"], g["profile"])])
+        by_method = {m: {c: h["success_rate"].tolist() for c, h in mg.groupby("column")}
+                     for m, mg in g.groupby("method")}
+        for method, tasks in sorted(by_method.items()):
+            scores = list(tasks.values())
+            lo, hi = stratified_bootstrap_ci(lambda x: iqm([s for t in x for s in t]), [scores], reps=reps)
+            base = {"model": model, "prompt_set": prompt_set, "labels": at_labels, "method": method,
+                    "tasks": len(tasks), "runs": sum(map(len, scores)),
+                    "iqm": iqm([s for t in scores for s in t]), "iqm_lo": lo, "iqm_hi": hi}
+            rows.append(base | {"reference": "", "p_improvement": np.nan, "p_improvement_lo": np.nan,
+                                "p_improvement_hi": np.nan})
+            for ref in references:
+                common = sorted(set(tasks) & set(by_method.get(ref, {}))) if ref != method else []
+                if not common:
+                    continue
+                xs = [tasks[c] for c in common]
+                ys = [by_method[ref][c] for c in common]
+                plo, phi = stratified_bootstrap_ci(prob_improvement, [xs, ys], reps=reps)
+                rows.append(base | {"reference": ref, "p_improvement": prob_improvement(xs, ys),
+                                    "p_improvement_lo": plo, "p_improvement_hi": phi})
+    return pd.DataFrame(rows, columns=AGGREGATE_COLUMNS)
 
 
 def load_runs(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
@@ -322,14 +469,22 @@ def table_label_points(df: pd.DataFrame) -> list[int]:
     return sorted({512, *(int(b) for b in budgets if b > 512)})
 
 
-def write_tables(df: pd.DataFrame, path: str | Path, at_labels: Sequence[int] | None = None) -> Path:
-    """``tables.md``: :func:`paper_table` at each label count (default :func:`table_label_points`)."""
+def write_tables(df: pd.DataFrame, path: str | Path, at_labels: Sequence[int] | None = None,
+                 paired_df: pd.DataFrame | None = None) -> Path:
+    """``tables.md``: :func:`paper_table` at each label count (default :func:`table_label_points`), then
+    :func:`paired_table` when ``paired_df`` is given."""
     parts = ["# Success rate at a label budget (HERO Table-2 layout)", "",
              "Mean (std over seeds) success on each task's evaluation prompts; n = runs (seeds). † = a seed "
              "stopped before the budget: its last point is used. Methods that spend no labels are shown at "
              "their single evaluation.", ""]
     for at in at_labels or table_label_points(df):
         parts += [f"## At {at:,} labels", "", paper_table(df, at), ""]
+    if paired_df is not None:
+        parts += ["## Paired, image by image, at each method's last point", "",
+                  "Images bad→good (+) and good→bad (−) on the same evaluation noises, summed over seeds, "
+                  "against the run's own untrained start and against HERO (same seed); p = McNemar's exact "
+                  "test on the pooled discordant images (paired.csv has every seed and point).", "",
+                  paired_table(paired_df), ""]
     path = Path(path)
     path.write_text("\n".join(parts))
     return path
@@ -339,7 +494,9 @@ def write_report(
     run_dirs: Iterable[str | Path], out_dir: str | Path, targets: Sequence[float] = ()
 ) -> dict[str, Path]:
     """Write ``runs.csv`` (tidy), ``curves.csv``, ``curves_<task>.png`` per task, ``tables.md`` (the
-    paper-style tables), ``prompts.csv`` (successes per prompt, when the runs recorded them) and
+    paper-style tables), ``paired.csv`` (:func:`paired_frame`, when the runs recorded per-image verdicts),
+    ``aggregates.csv`` (:func:`aggregate_frame`: IQM and probability of improvement over seeds),
+    ``prompts.csv`` (successes per prompt, when the runs recorded them) and
     ``labels_to_target.csv`` when ``targets`` are given; ``runs.parquet`` too if pyarrow is installed.
 
     Returns:
@@ -374,7 +531,15 @@ def write_report(
     for task, sub in df.groupby("task", sort=True):
         name = f"curves_{task}.png"
         written[name] = plot_curves(sub, out / name, title=str(task))
-    written["tables.md"] = write_tables(df, out / "tables.md")
+    aggregates = pd.concat([aggregate_frame(df, at) for at in table_label_points(df)], ignore_index=True)
+    if not aggregates.empty:
+        written["aggregates.csv"] = out / "aggregates.csv"
+        aggregates.to_csv(written["aggregates.csv"], index=False)
+    pairs = paired_frame(parsed)
+    written["tables.md"] = write_tables(df, out / "tables.md", paired_df=pairs)
+    if not pairs.empty:
+        written["paired.csv"] = out / "paired.csv"
+        pairs.to_csv(written["paired.csv"], index=False)
     prompts = _prompts_frame(parsed)
     if not prompts.empty:
         written["prompts.csv"] = out / "prompts.csv"

@@ -7,8 +7,10 @@ Layout of a run folder::
     labels.jsonl       the feedback ledger (append-only, see ``herobench.harness.ledger``)
     evals.jsonl        one line per evaluation (append-only)
     train.jsonl        one line of training statistics per iteration (append-only)
-    summary.json       written at the end
-    checkpoints/iter-000012/   one folder per checkpoint (format owned by the runner)
+    summary.json       written at the end (atomically)
+    checkpoints/latest/        the last checkpoint (format owned by the runner)
+
+The folder's name is :func:`run_dir_name`.
 
 JSONL files are append-only; every append is flushed and fsync'd before returning. A line is complete only
 with its trailing newline: bytes after the last newline are a torn write (the process died mid-write,
@@ -21,6 +23,7 @@ import json
 import logging
 import os
 import platform
+import re
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -33,6 +36,27 @@ from herobench.errors import HerobenchError
 log = logging.getLogger(__name__)
 
 _CHECKPOINT_PREFIX = "iter-"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def run_dir_name(settings: Any) -> str:
+    """``<task>-<method>-s<seed>``: the run folder's name, from the task's *name* (``tasks/<name>/`` or a
+    spec file's folder), never from the path it was given, so ``--task /abs/x/task.toml`` or
+    ``../x/task.toml`` lands inside ``--out`` like ``--task x``. The one naming rule of the runner and of
+    ``herobench bench``.
+
+    Raises:
+        UnknownNameError, ConfigError: the task does not load (before any folder is made).
+    """
+    from herobench.harness.tasks import load_task
+
+    task = load_task(settings.task).name
+    return "-".join(_safe_part(p) for p in (task, settings.method, f"s{settings.seed}"))
+
+
+def _safe_part(text: str) -> str:
+    # one path component: no separators, no leading dots ("..", hidden folders)
+    return _UNSAFE.sub("_", str(text)).lstrip(".") or "_"
 
 
 @dataclass(frozen=True)
@@ -127,11 +151,11 @@ def drop_torn_tail(path: Path) -> bytes:
         return b""
     if size == 0:
         return b""
-    with path.open("r+b") as fh:
+    with path.open("rb") as fh:  # (read-only first: the common case, a complete last line, writes nothing)
         fh.seek(size - 1)
         if fh.read(1) == b"\n":
             return b""
-        fh.seek(0)
+    with path.open("r+b") as fh:
         data = fh.read()
         keep = data.rfind(b"\n") + 1
         fh.truncate(keep)
@@ -141,15 +165,55 @@ def drop_torn_tail(path: Path) -> bytes:
 
 
 def append_durably(path: Path, data: bytes) -> None:
-    """Append ``data`` (whole lines) in one write, then flush and fsync before returning."""
+    """Append ``data`` (whole lines) in one write, then fsync before returning.
+
+    A write that fails (disk full, I/O error) is cut back off the file before the error propagates, so
+    the file never keeps part of a record its writer was told had failed; the ``OSError`` names ``path``.
+    """
     path = Path(path)
     created = not path.exists()
-    with path.open("ab") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise _with_path(e, path) from None
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except BaseException as e:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                log.warning("%s: could not remove a partial write; readers drop it as a torn line", path)
+            if isinstance(e, OSError):
+                raise _with_path(e, path) from None
+            raise
+    finally:
+        os.close(fd)
     if created:
         _fsync_dir(path.parent)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` as the whole of ``path``; an ``OSError`` names ``path`` (a caller that needs
+    atomicity writes into a temporary folder or file and renames it)."""
+    path = Path(path)
+    try:
+        with path.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+    except OSError as e:
+        raise _with_path(e, path) from None
+
+
+def _with_path(e: OSError, path: Path) -> OSError:
+    """``e`` with ``path`` as its file name (``os.write`` and ``os.fsync`` errors name none)."""
+    if e.filename is not None or not e.errno:
+        return e
+    return type(e)(e.errno, e.strerror, str(path))
 
 
 def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
@@ -183,8 +247,8 @@ def iter_jsonl_lines(path: Path) -> tuple[list[tuple[int, Any]], bytes]:
             continue
         try:
             out.append((number, json.loads(raw)))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise HerobenchError(f"{path}: line {number} is not valid JSON ({e})") from None
+        except (ValueError, RecursionError) as e:  # (a 5000-digit integer is a ValueError, not a decode error)
+            raise HerobenchError(f"{path}: line {number} is not valid JSON ({str(e)[:200]})") from None
     return out, tail
 
 
@@ -210,13 +274,19 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and ``os.replace``; on failure the temporary
+    file is removed and ``path`` keeps its old content (or stays absent)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
 
 

@@ -6,16 +6,22 @@ Determinism and resume: every iteration draws its randomness from generators see
 exactly. Labels recorded in the ledger for an iteration that had not been checkpointed yet are
 *replayed* from the ledger on resume — a label is never asked for twice. A resume also checks that the
 ledger commits exactly the iterations the checkpoint learned from (plus at most the next one); an edited
-or truncated ledger is refused with one line and nothing on disk changes.
+or truncated ledger is refused with one line and nothing on disk changes. A resume completes the
+evaluation point it lands on prompt set by prompt set (a kill between a point's ``eval`` and ``train``
+rows loses neither), drops ``train.jsonl`` rows of iterations the checkpoint had not learned (they are
+redone), and adds its time to the earlier processes' (``summary.json``). tests/test_reliability_resume.py
+kills a run at 20 random file-system moments and checks all of this against an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +34,20 @@ from herobench.core.images import sha256_of_image
 from herobench.core.lora import load_lora, save_lora
 from herobench.core.pipeline import check_device, check_model_folder, load_components
 from herobench.core.policy_gradient import process_share, process_shares
-from herobench.errors import HerobenchError
-from herobench.harness.evaluate import eval_noise, summarise
+from herobench.errors import FileSystemError, HerobenchError, errno_in_text
+from herobench.harness.evaluate import eval_noise, per_image, summarise
 from herobench.harness.ledger import FeedbackLedger
 from herobench.harness.rater import SimulatedRater
-from herobench.harness.runlog import RunDir, append_jsonl, environment_info, read_jsonl
+from herobench.harness.runlog import (
+    RunDir,
+    append_jsonl,
+    environment_info,
+    read_jsonl,
+    run_dir_name,
+    write_bytes,
+    write_json_atomic,
+    write_text_atomic,
+)
 from herobench.harness.tasks import for_backend, load_task, resolve_profile
 from herobench.methods import METHODS
 from herobench.oracles import ORACLES, make_oracle
@@ -113,9 +128,11 @@ def sampler_for(settings: RunSettings, model_dir: Path) -> SamplerConfig:
 class Run:
     """Everything one run holds. Built by :func:`prepare`; driven by :func:`execute`."""
 
-    def __init__(self, settings: RunSettings, run_dir: RunDir, progress: bool = True, accelerator=None):
+    def __init__(self, settings: RunSettings, run_dir: RunDir, progress: bool = True, accelerator=None,
+                 resumed: bool = False):
         self.settings = settings
         self.dir = run_dir
+        self.resumed = resumed  # a new run that fails before its first label removes its folder (execute)
         # several processes (data parallel): the main one alone rates and writes the run folder
         self.acc = accelerator
         self.main = accelerator is None or accelerator.is_main_process
@@ -169,6 +186,9 @@ class Run:
         self.iteration = 0  # iterations completed (learned from and checkpointed)
         self.labels_done = 0  # labels of those iterations (the ledger may hold one more, not yet learned)
         self.best_score: float | None = None
+        # time of the run's earlier processes (up to each one's last checkpoint; a resume adds its own)
+        self.seconds_before = 0.0
+        self.unet_seconds_before = 0.0
         self.timings: dict[str, float] = {}
         if human:  # last: it starts serving the labelling page
             from herobench.harness.human import HumanRater
@@ -197,21 +217,39 @@ class Run:
             "environment": environment_info(),
         }
 
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self, seconds: float = 0.0) -> None:
         """Atomically replace ``checkpoints/latest`` (LoRA + method state + harness state); the main
-        process' alone (every process holds the same state)."""
+        process' alone (every process holds the same state). ``seconds``: the run's execution time so
+        far, over all its processes (kept so that a resumed run's summary adds them up).
+
+        Raises:
+            FileSystemError, OSError: it could not be written (disk full, ...). What was half-written
+                (``latest.tmp``) is removed first; ``latest`` is still the previous checkpoint.
+        """
         if not self.main:
             return
         final = self.dir.checkpoints / "latest"
         tmp = self.dir.checkpoints / "latest.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        if self.method.trains:
-            save_lora(self.gen.components.unet, tmp / "lora")
-        torch.save(self.method.state_dict(), tmp / "method.pt")
-        (tmp / "harness.json").write_text(
-            json.dumps({"iteration": self.iteration, "best_score": self.best_score, "labels": self.labels_done})
-        )
+        state = {"iteration": self.iteration, "best_score": self.best_score, "labels": self.labels_done,
+                 "seconds": seconds, "timings": self.timings,
+                 "unet_seconds": self.unet_seconds_before + self.gen.unet_seconds}
+        try:
+            tmp.mkdir(parents=True)
+            if self.method.trains:
+                save_lora(self.gen.components.unet, tmp / "lora")
+            # serialised in memory, then written: a failed write is an OSError naming the file (torch's own
+            # writer reports a full disk as "unexpected pos ...")
+            buf = io.BytesIO()
+            torch.save(self.method.state_dict(), buf)
+            write_bytes(tmp / "method.pt", buf.getvalue())
+            write_bytes(tmp / "harness.json", json.dumps(state).encode())
+        except BaseException as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            converted = _file_system_error(e, tmp)
+            if converted is None:
+                raise
+            raise converted from e
         old = self.dir.checkpoints / "latest.old"
         shutil.rmtree(old, ignore_errors=True)
         if final.exists():
@@ -224,6 +262,10 @@ class Run:
         old = self.dir.checkpoints / "latest.old"
         if not ckpt.exists() and old.exists() and self.main:  # killed between the two renames
             old.rename(ckpt)
+        if self.main:  # a kill inside save_checkpoint: a half-written new one, or a half-removed old one
+            shutil.rmtree(self.dir.checkpoints / "latest.tmp", ignore_errors=True)
+            if ckpt.exists():
+                shutil.rmtree(old, ignore_errors=True)
         if self.acc is not None:
             self.acc.wait_for_everyone()  # every process loads the checkpoint the main one fixed up
         if ckpt.exists():
@@ -232,6 +274,7 @@ class Run:
                 iteration, labels, best_score = int(state["iteration"]), int(state["labels"]), state["best_score"]
                 if best_score is not None:
                     best_score = float(best_score)
+                times = _times(state)  # (a checkpoint written before they were kept: zeros)
                 if self.method.trains:
                     load_lora(self.gen.components.unet, ckpt / "lora")
                 self.method.load_state_dict(torch.load(ckpt / "method.pt", weights_only=False))
@@ -240,6 +283,9 @@ class Run:
             except Exception as e:  # noqa: BLE001 - any corruption becomes one line
                 raise HerobenchError(f"checkpoint {ckpt} is corrupt ({type(e).__name__}: {e})") from e
             self.iteration, self.labels_done, self.best_score = iteration, labels, best_score
+            # a finished run resumed: its summary holds the times up to the end (the last evaluation too)
+            times = _finished_times(self.dir, iteration, labels) or times
+            self.seconds_before, self.timings, self.unet_seconds_before = times
         if self.ledger is not None:
             self._check_ledger_matches_checkpoint()
 
@@ -265,14 +311,20 @@ class Run:
             close()
 
     # ------------------------------------------------------------------ evaluation
-    @torch.no_grad()
-    def evaluate(self) -> list[dict]:
-        """Success rate on held-out noise and prompts; never charged to the budget."""
-        t0 = time.perf_counter()
-        es = self.settings.eval
+    def prompt_sets(self) -> dict[str, list[str]]:
+        """The evaluated prompt sets: ``eval``, and ``train`` when the task's train prompts differ."""
         sets = {"eval": list(self.task.eval_prompts)}
         if list(self.task.train_prompts) != sets["eval"]:
             sets["train"] = list(self.task.train_prompts)
+        return sets
+
+    @torch.no_grad()
+    def evaluate(self, only: Sequence[str] | None = None) -> list[dict]:
+        """Success rate on held-out noise and prompts; never charged to the budget. ``only``: these
+        prompt sets (a resume completes a point killed between its sets' rows); default all."""
+        t0 = time.perf_counter()
+        es = self.settings.eval
+        sets = {k: v for k, v in self.prompt_sets().items() if only is None or k in only}
         rows = []
         for name, base_prompts in sets.items():
             prompts = [base_prompts[i % len(base_prompts)] for i in range(es.n_images)]
@@ -291,7 +343,7 @@ class Run:
                 continue
             row = {"labels": self.labels_done, "iteration": self.iteration, "prompt_set": name,
                    **summarise(verdicts), "reasons": _reason_counts(verdicts),
-                   "per_prompt": _per_prompt_counts(prompts, verdicts)}
+                   "per_prompt": _per_prompt_counts(prompts, verdicts), **per_image(verdicts)}
             append_jsonl(self.dir.evals, row)
             rows.append(row)
         self._time("evaluation", t0)
@@ -410,14 +462,71 @@ def _feedback_from_record(rec, hashes: list[str]) -> tuple[Feedback, list[float]
     return rec.feedback(), [float(e["score"]) for e in rec.entries]
 
 
-def _run_dir_name(s: RunSettings) -> str:
-    return f"{s.task}-{s.method}-s{s.seed}"
+def _file_system_error(e: BaseException, where: Path) -> FileSystemError | None:
+    """A library's wrapped file-system failure (safetensors' ``(os error 28)``, torch's "unexpected pos"
+    on a full disk) as one line naming ``where`` and the cause; None for anything else (an ``OSError``
+    stays one: the CLI words it, naming its own path)."""
+    if not isinstance(e, Exception) or isinstance(e, OSError | HerobenchError):
+        return None
+    number = errno_in_text(str(e))
+    if number is not None:
+        return FileSystemError(where, os.strerror(number).lower())
+    try:
+        full = shutil.disk_usage(where.parent).free == 0
+    except OSError:
+        full = False
+    return FileSystemError(where, "no space left on device") if full else None
+
+
+def _times(state: dict) -> tuple[float, dict[str, float], float]:
+    """(seconds, timings, unet_seconds) of a checkpoint's or a summary's record."""
+    timings = state.get("timings") or {}
+    if not isinstance(timings, dict):
+        raise TypeError(f"timings must be an object, got {timings!r}")
+    return (float(state.get("seconds") or 0.0), {str(k): float(v) for k, v in timings.items()},
+            float(state.get("unet_seconds") or 0.0))
+
+
+def _finished_times(rd: RunDir, iteration: int, labels: int) -> tuple[float, dict[str, float], float] | None:
+    """The times in ``summary.json`` when it records the state the checkpoint holds (a finished run)."""
+    try:
+        summary = json.loads(rd.summary.read_text())
+        if summary.get("iterations") == iteration and summary.get("labels") == labels:
+            return _times(summary)
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass  # no summary, or an unreadable one: the checkpoint's times
+    return None
+
+
+def _top_missing(path: Path) -> Path:
+    """The highest ancestor of ``path`` (``path`` itself included) that does not exist yet."""
+    top = path
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    return top
+
+
+def _remove_new_folder(path: Path, top: Path) -> None:
+    """Remove the run folder ``path``, and the folders above it up to ``top`` that ``prepare`` created,
+    while they are empty (another run may have started in one of them meanwhile)."""
+    shutil.rmtree(path, ignore_errors=True)
+    parent = path
+    while parent != top and top in parent.parents:
+        parent = parent.parent
+        try:
+            parent.rmdir()
+        except OSError:
+            return
 
 
 def prepare(settings: RunSettings, out: Path | str = "runs", resume: Path | str | None = None,
             progress: bool = True) -> Run:
     """Create (or reopen, with ``resume``) a run folder and build the run. Under ``accelerate launch``
-    with several processes every process builds the run; the main one alone creates the folder."""
+    with several processes every process builds the run; the main one alone creates the folder.
+
+    The folder is ``<out>/<task name>-<method>-s<seed>`` (:func:`herobench.harness.runlog.run_dir_name`;
+    ``-2``, ``-3``, ... when taken). A run that cannot be built leaves no folder behind, nor any parent
+    folder this call created."""
     if resume is not None:
         rd = RunDir(Path(resume))
         if not rd.config_json.exists():
@@ -429,9 +538,11 @@ def prepare(settings: RunSettings, out: Path | str = "runs", resume: Path | str 
             settings = from_dict(RunSettings, saved["settings"], "settings")
         except HerobenchError:
             raise
+        except OSError:
+            raise
         except Exception as e:  # noqa: BLE001
             raise HerobenchError(f"'{resume}' has an unreadable config.json ({type(e).__name__}: {e})") from e
-        run = Run(settings, rd, progress, _accelerator(settings.device))
+        run = Run(settings, rd, progress, _accelerator(settings.device), resumed=True)
         try:
             run.load_checkpoint()
         except BaseException:
@@ -440,37 +551,100 @@ def prepare(settings: RunSettings, out: Path | str = "runs", resume: Path | str 
         return run
     acc = _accelerator(settings.device)
     out = Path(out)
-    name = _run_dir_name(settings)
+    name = run_dir_name(settings)  # (a task that does not load fails here, before any folder exists)
     path = out / name
-    if acc is None or acc.is_main_process:
+    main = acc is None or acc.is_main_process
+    top = None
+    if main:
         k = 1
         while path.exists():
             k += 1
             path = out / f"{name}-{k}"
+        top = _top_missing(path)
         path.mkdir(parents=True)
     path = _from_main(path, acc)
     rd = RunDir(path)
     try:
         run = Run(settings, rd, progress, acc)
     except BaseException:
-        if acc is None or acc.is_main_process:
-            shutil.rmtree(path, ignore_errors=True)  # nothing was recorded yet: leave no empty run folder
+        if main:
+            _remove_new_folder(path, top)  # nothing was recorded yet: leave no empty run folder
         raise
     if run.main:
-        rd.config_json.write_text(json.dumps(run.config_record(), indent=2, default=str))
+        try:  # (atomic: a kill leaves a complete config.json or none, and a folder without one is no run)
+            write_text_atomic(rd.config_json, json.dumps(run.config_record(), indent=2, default=str))
+        except BaseException:
+            run.close()
+            _remove_new_folder(path, top)
+            raise
     return run
 
 
+def _point_due(run: Run) -> bool:
+    """Whether the run's current label count is a point of the evaluation grid: the start, each
+    ``every_labels`` crossed by the last iteration, and the end of the budget (as the loop evaluates)."""
+    every, done = run.settings.eval.every_labels, run.labels_done
+    if run.iteration == 0 or done == run.budget:
+        return True
+    before = done - len(run.ledger.get(run.iteration).entries)
+    return done // every > before // every
+
+
+def _missing_prompt_sets(run: Run) -> list[str]:
+    """The prompt sets the current point still lacks a row for (every set is checked, not only "is there
+    a row": a kill between the ``eval`` and ``train`` rows of a point must not lose the ``train`` one)."""
+    if not _point_due(run):
+        return []
+    rows = read_jsonl(run.dir.evals) if run.dir.evals.exists() else []
+    done = {e.get("prompt_set") for e in rows if e.get("labels") == run.labels_done}
+    return [name for name in run.prompt_sets() if name not in done]
+
+
+def _drop_unlearned_train_rows(run: Run) -> None:
+    """Keep one ``train.jsonl`` row per iteration the checkpoint learned: a kill between a row's append
+    and its checkpoint leaves the row of an iteration that is redone (and logged again) on resume."""
+    path = run.dir.train_log
+    if not path.exists():
+        return
+    rows = read_jsonl(path)
+    keep, seen = [], set()
+    for r in rows:
+        it = r.get("iteration")
+        if isinstance(it, int) and (it > run.iteration or it in seen):
+            continue
+        seen.add(it)
+        keep.append(r)
+    if len(keep) < len(rows):
+        write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
+
+
 def execute(run: Run) -> dict:
-    """Drive a prepared run to the end of its budget; returns the summary (also in summary.json)."""
+    """Drive a prepared run to the end of its budget; returns the summary (also in summary.json).
+
+    A new run (not a resume) that stops on an error before it recorded its first label -- a replay log
+    that does not match, a full disk -- removes its folder: nothing in it is worth resuming."""
+    try:
+        return _execute(run)
+    except Exception:
+        if run.main and not run.resumed and run.ledger.spent == 0:
+            shutil.rmtree(run.dir.path, ignore_errors=True)
+        raise
+
+
+def _execute(run: Run) -> dict:
     s = run.settings
     t_start = time.perf_counter()
-    evals = read_jsonl(run.dir.evals) if run.main and run.dir.evals.exists() else []
+
+    def seconds() -> float:  # this run's execution time, over all its processes so far
+        return run.seconds_before + time.perf_counter() - t_start
+
     every = s.eval.every_labels
-    on_grid = run.labels_done % every == 0 or run.labels_done == run.budget
+    if run.main:
+        _drop_unlearned_train_rows(run)
     # (a resume may land between points; several processes: the main one, which wrote the evaluations, decides)
-    if _from_main(on_grid and not any(e["labels"] == run.labels_done for e in evals), run.acc):
-        run.evaluate()
+    missing = _from_main(_missing_prompt_sets(run) if run.main else None, run.acc)
+    if missing:
+        run.evaluate(only=missing)
     bar = tqdm(total=run.budget, initial=run.labels_done, desc=f"{s.task}/{s.method}",
                unit="label", disable=not run.progress)
     while run.method.trains and run.labels_done < run.budget:
@@ -480,13 +654,13 @@ def execute(run: Run) -> dict:
             append_jsonl(run.dir.train_log, stats)
         bar.update(run.labels_done - before)
         t0 = time.perf_counter()
-        run.save_checkpoint()
+        run.save_checkpoint(seconds())
         run._time("io", t0)
         if run.labels_done // every > before // every or run.labels_done == run.budget:
             run.evaluate()
     bar.close()
     if not run.method.trains:
-        run.save_checkpoint()
+        run.save_checkpoint(seconds())
     if not run.main:  # the main process writes the summary and hands it to the others
         return _from_main(None, run.acc)
     evals = read_jsonl(run.dir.evals)
@@ -498,11 +672,13 @@ def execute(run: Run) -> dict:
         "success_start": {k: v["success_rate"] for k, v in first.items()},
         "success_end": {k: v["success_rate"] for k, v in last.items()},
         "interval_end": {k: [v["lo"], v["hi"]] for k, v in last.items()},
-        "seconds": time.perf_counter() - t_start,
+        # summed over the run's processes (each up to its last checkpoint: work a kill threw away and
+        # that was redone is counted once)
+        "seconds": seconds(),
         "timings": run.timings,
-        "unet_seconds": run.gen.unet_seconds,
+        "unet_seconds": run.unet_seconds_before + run.gen.unet_seconds,
     }
-    run.dir.summary.write_text(json.dumps(summary, indent=2))
+    write_json_atomic(run.dir.summary, summary)
     return _from_main(summary, run.acc)
 
 

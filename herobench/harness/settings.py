@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from herobench.config import RunSettings, apply_overrides, from_dict, load_toml
+from herobench.config import RunSettings, apply_overrides, check_config_file, from_dict, load_toml
 from herobench.harness.tasks import load_task
 
 
@@ -16,6 +16,8 @@ def settings_from_cli(task: str | None = None, method: str | None = None, budget
                       device: str | None = None, config_path: Path | None = None,
                       overrides: list[str] | None = None) -> RunSettings:
     data = load_toml(config_path) if config_path is not None else {}
+    if config_path is not None:  # the file's own values are checked before flags replace some of them
+        check_config_file(data, config_path)
     flags = {"task": task, "method": method, "budget_labels": budget, "seed": seed, "model": model,
              "oracle": oracle, "device": device}
     data = {**data, **{k: v for k, v in flags.items() if v is not None}}

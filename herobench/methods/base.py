@@ -155,9 +155,11 @@ def attach_lora(gen, rank: int, lr: float, seed: int, targets: Sequence[str] = A
     return make_optimizer(params, lr)
 
 
-def prefixed(prefix: str, stats: dict[str, float]) -> dict[str, float]:
-    """``{prefix + key: value}`` (keeps the training log's keys apart by origin)."""
-    return {f"{prefix}{k}": float(v) for k, v in stats.items()}
+def prefixed(prefix: str, stats: dict[str, float | list[float]]) -> dict[str, float | list[float]]:
+    """``{prefix + key: value}`` (keeps the training log's keys apart by origin); a list value (e.g. a
+    per-step diagnostic) stays a list of floats."""
+    return {f"{prefix}{k}": [float(x) for x in v] if isinstance(v, list | tuple) else float(v)
+            for k, v in stats.items()}
 
 
 def labels_tensor(feedback: Feedback, rollout: Rollout) -> torch.Tensor:

@@ -1,29 +1,43 @@
 """D3PO (Yang et al., CVPR 2024): DPO on denoising steps, no reward model.
 
-Images are sampled in groups that share prompt and initial noise ``x_T`` (``images_per_noise`` per
-group); the rater labels them and turns each group's labels into ``(winner, loser)`` pairs (every
-good image beats every bad one of its group; ``herobench.harness.rater``); every pair gives a DPO loss on its
-denoising steps (``core.policy_gradient.dpo_update``), with the sampling policy as reference.
+Follows the official human-feedback trainer, yk7333/d3po ``scripts/sample.py`` + ``scripts/train.py``
+(``config/base.py`` for the numbers; docs/FIDELITY.md (D3PO) has the row-by-row comparison):
 
-Defaults follow the official code (``yk7333/d3po``, ``config/base.py`` and ``scripts/train.py``):
-lr 3e-5, β 0.1, grad clip 1.0, every denoising step trained (``timestep_fraction = 1.0``; here
-``n_train_timesteps = 0``), and one optimizer step per pair (``train.batch_size = 1``, gradients
-accumulated over the timesteps): ``pairs_per_step = 1``. Its sampler (20 DDIM steps, eta 1, CFG 5)
-is the harness' shared sampler. The official code clamps each policy/reference ratio to
-``[0.8, 1.2]`` (``ratio_clip = 0.2``); the default here is the paper's plain DPO loss.
+* **Groups of 7.** Seven images share a prompt and an initial noise ``x_T`` (``sample.py:35``, ``:218``,
+  ``:305``); the rater labels them and every pair of a group with unequal labels is trained
+  (``train.py:265``, ``:293-304``): with good/bad labels, every good image against every bad one of its
+  group (``herobench.harness.rater``), ``g·(7 - g)`` pairs for ``g`` good images.
+* **Frozen initial reference.** The official code deep-copies the UNet once and freezes it
+  (``train.py:253-255``); here the UNet with its LoRA adapter disabled (the adapter starts as a no-op),
+  whose log-probs are computed once per batch (``core.policy_gradient.reference_log_probs``).
+  ``reference = "sampling"`` uses the policy that sampled the batch instead: the official reference of a
+  round that resumed from a checkpoint (the copy is made after ``load_state``, ``train.py:249-253``),
+  with each herobench iteration as a round.
+* **Passes.** The official trainer makes ``num_epochs`` passes (400, ``config/base.py:15``,
+  ``train.py:270``) over its labelled batch, groups shuffled each pass (``train.py:272-273``), pairs of a
+  group in order, one optimizer step per pair with gradients accumulated over every denoising step
+  (``train.batch_size = 1``, ``timestep_fraction = 1.0``; ``train.py:76``, ``:293-420``). Here
+  ``passes`` over each iteration's batch; the default is not 400 but 16, a count whose CPU cost per label
+  stays within one evaluation's time (measured: docs/FIDELITY.md (D3PO)). A measured deviation.
+* **Loss.** ``-logsigmoid(β·(log ρ_w - log ρ_l))`` per step, each ratio clamped to ``1 ± 0.1``
+  (``train.py:411-413``, ``config/base.py:103``), β 0.1 (``:101``), AdamW lr 3e-5 (``:72``), grad clip 1.0
+  (``:85``), CFG in training (``:94``).
+
+Its sampler (20 DDIM steps, eta 1, CFG 5) is the harness' shared sampler. The online reward-model
+trainer (``scripts/rm/train_d3po.py``) is ``images_per_noise = 2, passes = 1`` with the same reference.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from herobench.config import to_dict
 from herobench.core.lora import ATTENTION_TARGETS
-from herobench.core.policy_gradient import PGConfig, dpo_update
+from herobench.core.policy_gradient import PGConfig, dpo_update, reference_log_probs
 from herobench.errors import ConfigError, HerobenchError
 from herobench.methods.base import Method, attach_lora, cycle_prompts, labels_tensor
 from herobench.types import Feedback, Rollout, TaskSpec
@@ -33,13 +47,18 @@ from herobench.types import Feedback, Rollout, TaskSpec
 class D3POOptions:
     lora_rank: int = 4
     lora_targets: tuple[str, ...] = ATTENTION_TARGETS  # UNet module-name suffixes the LoRA adapts
-    lr: float = 3e-5
-    beta: float = 0.1
-    images_per_noise: int = 2
-    n_train_timesteps: int = 0  # 0 = every denoising step
-    max_grad_norm: float = 1.0
+    lr: float = 3e-5  # config/base.py:72
+    beta: float = 0.1  # config/base.py:101
+    images_per_noise: int = 7  # scripts/sample.py:35 NUM_PER_PROMPT
+    # passes over each batch's pairs. Official 400 (config/base.py:15); 16 keeps the CPU cost per label
+    # within one 128-image evaluation (~23 s) at the densest pairs (hand: 1.5 pairs/label, ~1.1 s per
+    # label-pass; measured maximum 18-21): docs/FIDELITY.md (D3PO), row "passes"
+    passes: int = 16
+    reference: Literal["initial", "sampling"] = "initial"  # initial: official train.py:253-255
+    ratio_clip: float | None = 0.1  # config/base.py:103 train.eps; None = plain DPO
+    n_train_timesteps: int = 0  # 0 = every denoising step (timestep_fraction 1.0, config/base.py:99)
+    max_grad_norm: float = 1.0  # config/base.py:85
     pairs_per_step: int = 1  # pairs per optimizer step (official: 1)
-    ratio_clip: float | None = None  # official code: 0.2
     train_micro_batch: int = 8  # memory knob only
 
     def __post_init__(self) -> None:
@@ -47,6 +66,7 @@ class D3POOptions:
             (self.lora_rank >= 1, f"lora_rank must be >= 1 (got {self.lora_rank})"),
             (self.beta > 0, f"beta must be > 0 (got {self.beta})"),
             (self.images_per_noise >= 2, f"images_per_noise must be >= 2 (got {self.images_per_noise})"),
+            (self.passes >= 1, f"passes must be >= 1 (got {self.passes})"),
             (self.n_train_timesteps >= 0, f"n_train_timesteps must be >= 0 (got {self.n_train_timesteps})"),
             (self.pairs_per_step >= 1, f"pairs_per_step must be >= 1 (got {self.pairs_per_step})"),
             (
@@ -76,10 +96,22 @@ def noise_groups(n: int, images_per_noise: int) -> list[int]:
     return [i // images_per_noise for i in range(n)]
 
 
+def pass_order(
+    pairs: list[tuple[int, int]], groups: list[int], rng: torch.Generator
+) -> list[tuple[int, int]]:
+    """The pairs in the order of one pass: groups in a random order (the official per-epoch
+    ``torch.randperm`` over the batch, ``train.py:272-273``), and inside a group in the order of
+    ``itertools.combinations`` over its images (``train.py:265``, ``:293``)."""
+    ids = sorted({groups[w] for w, _ in pairs})
+    rank = {g: int(r) for g, r in zip(ids, torch.randperm(len(ids), generator=rng).tolist())}
+    return sorted(pairs, key=lambda p: (rank[groups[p[0]]], min(p), max(p)))
+
+
 class D3POMethod(Method):
     """D3PO. Protocol ``"d3po"``: labels plus (winner, loser) pairs inside noise groups.
 
-    State: ``options`` (:class:`D3POOptions`), ``optimizer`` (AdamW over the LoRA parameters).
+    State: ``options`` (:class:`D3POOptions`), ``optimizer`` (AdamW over the LoRA parameters). The
+    reference needs no state: it is the UNet with the adapter disabled, or the batch's own log-probs.
     """
 
     name = "d3po"
@@ -107,6 +139,14 @@ class D3POMethod(Method):
         return per_group.repeat_interleave(k, dim=0)[:n]
 
     def learn(self, rollout: Rollout, feedback: Feedback, rng: torch.Generator) -> dict[str, float]:
+        """``passes`` passes over the batch's pairs, one optimizer step per ``pairs_per_step`` pairs.
+
+        Stats: ``dpo_loss`` / ``dpo_margin`` / ``dpo_clipfrac`` (means over every pass), the same for the
+        first and the last pass (``*_first_pass``, ``*_last_pass``: each item is scored before the
+        optimizer step it enters, so the last pass shows how far the passes moved the loss from ``ln 2``),
+        ``dpo_grad_norm`` (last step), ``dpo_n_optimizer_steps``.
+        """
+        o = self.options
         labels_tensor(feedback, rollout)  # checks the batch size
         groups = self.groups(len(rollout))
         pairs = [(int(win), int(lose)) for win, lose in feedback.pairs]
@@ -118,31 +158,32 @@ class D3POMethod(Method):
         stats = {"n_good": float(sum(feedback.good)), "n_pairs": float(len(pairs))}
         if not pairs:
             return stats | {"dpo_skipped": 1.0, "dpo_n_optimizer_steps": 0.0}
-        size = self.options.pairs_per_step
-        losses, margins, weights = [], [], []
-        for start in range(0, len(pairs), size):
-            chunk = pairs[start : start + size]
-            out = dpo_update(
+        ref = None
+        if o.reference == "initial":
+            ref = reference_log_probs(self.gen, rollout, [i for p in pairs for i in p], self.pg)
+        passes = []
+        for _ in range(o.passes):
+            passes.append(dpo_update(
                 self.gen,
                 rollout,
-                chunk,
+                pass_order(pairs, groups, rng),
                 self.optimizer,
                 self.pg,
                 rng,
-                beta=self.options.beta,
-                ratio_clip=self.options.ratio_clip,
+                beta=o.beta,
+                ratio_clip=o.ratio_clip,
                 accelerator=self.accelerator,
-            )
-            losses.append(out["loss"])
-            margins.append(out["margin"])
-            weights.append(len(chunk))
-        total = sum(weights)
-        return stats | {
-            "dpo_skipped": 0.0,
-            "dpo_loss": sum(x * w for x, w in zip(losses, weights)) / total,
-            "dpo_margin": sum(x * w for x, w in zip(margins, weights)) / total,
-            "dpo_n_optimizer_steps": float(len(weights)),
-        }
+                ref_log_probs=ref,
+                pairs_per_step=o.pairs_per_step,
+            ))
+        out = stats | {"dpo_skipped": 0.0}
+        for key in ("loss", "margin", "clipfrac"):
+            out[f"dpo_{key}"] = sum(p[key] for p in passes) / len(passes)
+            out[f"dpo_{key}_first_pass"] = passes[0][key]
+            out[f"dpo_{key}_last_pass"] = passes[-1][key]
+        out["dpo_grad_norm"] = passes[-1]["grad_norm"]
+        out["dpo_n_optimizer_steps"] = sum(p["n_optimizer_steps"] for p in passes)
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {"options": to_dict(self.options), "optimizer": self.optimizer.state_dict()}

@@ -2,13 +2,17 @@
 
 Each labelled image gets reward 1 (good) or 0 (bad); advantages are standardised per prompt
 (ddpo-pytorch's per-prompt stat tracking, here over the current batch only, without its 16-reward
-history buffer) and clipped to ±5; one PPO-clip update is taken with the same
+history buffer; ``advantages = "tracker"`` is ddpo-pytorch's tracker itself) and clipped to ±5; one PPO-clip update is taken with the same
 ``core.policy_gradient.ppo_update`` as HERO, on the same LoRA rank.
 
-Defaults are ddpo-pytorch's (``config/base.py``): lr 3e-4, clip range 1e-4, advantage clip 5, grad
-clip 1.0, one inner epoch, CFG in training, and every denoising step trained
-(``timestep_fraction = 1.0``, here ``n_train_timesteps = 0``). HERO differs in lr (1e-3) and in
-training 5 random steps per trajectory.
+Defaults are ddpo-pytorch's (``config/base.py``): lr 3e-4 (``:64``), clip range 1e-4 (``:87``), advantage
+clip 5 (``:85``), grad clip 1.0 (``:77``), one inner epoch (``:80``), CFG in training (``:83``), and every
+denoising step trained (``timestep_fraction = 1.0``, ``:90``; here ``n_train_timesteps = 0``). HERO differs in
+lr (1e-3) and in training 5 random steps per trajectory. ``samples_per_step`` (8, HERO's) is not
+ddpo-pytorch's: see docs/FIDELITY.md.
+
+``ddpo-5steps`` is the named equal-compute variant: DDPO with HERO's 5 random denoising steps per
+trajectory (the same UNet passes per label as HERO), everything else as ``ddpo``.
 """
 
 from __future__ import annotations
@@ -20,10 +24,10 @@ import torch
 
 from herobench.config import to_dict
 from herobench.core.lora import ATTENTION_TARGETS
-from herobench.core.losses import normalize_advantages
+from herobench.core.losses import PerPromptStatTracker, normalize_advantages
 from herobench.core.policy_gradient import PGConfig, ppo_update
 from herobench.errors import ConfigError, HerobenchError
-from herobench.methods.base import Method, attach_lora, labels_tensor, prefixed
+from herobench.methods.base import Method, attach_lora, labels_tensor, merge_fixed, prefixed
 from herobench.types import Feedback, Rollout
 
 
@@ -40,7 +44,10 @@ class DDPOOptions:
     # optimizer steps per 64-image batch; 0 = one step per batch
     samples_per_step: int = 8
     train_micro_batch: int = 8  # memory knob only
-    advantages: Literal["per_prompt", "batch"] = "per_prompt"
+    # "per_prompt": this batch's statistics per prompt; "batch": the whole batch's; "tracker": ddpo-pytorch's
+    # PerPromptStatTracker (config/base.py:106-111: the last 16 rewards per prompt, kept across iterations,
+    # the batch's statistics until 16 are buffered; stat_tracking.py:11-30)
+    advantages: Literal["per_prompt", "batch", "tracker"] = "per_prompt"
 
     def __post_init__(self) -> None:
         if self.lora_rank < 1:
@@ -68,7 +75,8 @@ class DDPOOptions:
 class DDPOMethod(Method):
     """DDPO on human labels. Protocol ``"scalar"``.
 
-    State: ``options`` (:class:`DDPOOptions`), ``optimizer`` (AdamW over the LoRA parameters).
+    State: ``options`` (:class:`DDPOOptions`), ``optimizer`` (AdamW over the LoRA parameters), ``tracker``
+    (the reward buffer of ``advantages = "tracker"``, else None).
     """
 
     name = "ddpo"
@@ -76,17 +84,30 @@ class DDPOMethod(Method):
     protocol = "scalar"
     trains = True
 
+    def __init__(self, name: str = "ddpo", fixed: dict[str, Any] | None = None):
+        self.name = name
+        self.fixed = dict(fixed or {})  # options a named variant pins (e.g. ddpo-5steps)
+
+    def resolve_options(self, options: dict[str, Any]) -> DDPOOptions:
+        return super().resolve_options(merge_fixed(dict(options), self.fixed, self.name))
+
     def setup(self, gen, options: dict[str, Any], seed: int) -> None:
         self.options = self.resolve_options(options)
         self.gen = gen
         self.pg = self.options.pg_config(gen.sampler.steps)
         self.optimizer = attach_lora(gen, self.options.lora_rank, self.options.lr, seed, self.options.lora_targets)
+        self.tracker = (
+            PerPromptStatTracker(buffer_size=16, min_count=16, eps=1e-6) if self.options.advantages == "tracker" else None
+        )
 
     def learn(self, rollout: Rollout, feedback: Feedback, rng: torch.Generator) -> dict[str, float]:
         o = self.options
         rewards = labels_tensor(feedback, rollout).float()
-        prompts = rollout.prompts if o.advantages == "per_prompt" else None
-        advantages = normalize_advantages(rewards, prompts=prompts, clip=o.adv_clip)
+        if self.tracker is not None:
+            advantages = self.tracker.update(list(rollout.prompts), rewards).clamp(-o.adv_clip, o.adv_clip)
+        else:
+            prompts = rollout.prompts if o.advantages == "per_prompt" else None
+            advantages = normalize_advantages(rewards, prompts=prompts, clip=o.adv_clip)
         stats = {"n_good": float(sum(feedback.good)), "reward_mean": float(rewards.mean())}
         if not bool((advantages != 0).any()):  # all labels equal: no learning signal
             return stats | {"pg_skipped": 1.0}
@@ -98,9 +119,12 @@ class DDPOMethod(Method):
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"options": to_dict(self.options), "optimizer": self.optimizer.state_dict()}
+        tracker = None if self.tracker is None else self.tracker.state_dict()
+        return {"options": to_dict(self.options), "optimizer": self.optimizer.state_dict(), "tracker": tracker}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["options"] != to_dict(self.options):
             raise HerobenchError("the checkpoint was written with other DDPO options than this run's")
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.tracker is not None and state.get("tracker") is not None:
+            self.tracker.load_state_dict(state["tracker"])

@@ -65,6 +65,8 @@ class HeroOptions:
     encoder_lr: float = 1e-5
     triplet_margin: float = 0.5
     triplet_sampling: Literal["all_pairs", "sampled"] = "all_pairs"  # herobench; "sampled" = official code
+    # "pairwise" = the paper's per-triplet cosine; "official" = the released code's dim=0 cosine (hero_repr)
+    triplet_distance: Literal["pairwise", "official"] = "pairwise"
     lora_rank: int = 4
     lora_targets: tuple[str, ...] = ATTENTION_TARGETS  # UNet module-name suffixes the LoRA adapts
     lr: float = 1e-3
@@ -203,6 +205,7 @@ class HeroMethod(Method):
                 epochs=o.encoder_epochs,
                 margin=o.triplet_margin,
                 triplets=o.triplet_sampling,
+                distance=o.triplet_distance,
                 rng=rng,
             )
         rewards = self.rewards(latents, good)
@@ -240,7 +243,9 @@ class HeroMethod(Method):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["options"] != to_dict(self.options):
+        # an option added after the checkpoint was written was at its default then (e.g. triplet_distance)
+        saved = {**to_dict(HeroOptions()), **state["options"]}
+        if saved != to_dict(self.options):
             raise HerobenchError("the checkpoint was written with other HERO options than this run's")
         self.optimizer.load_state_dict(state["optimizer"])
         self.encoder.load_state_dict(state["encoder"])

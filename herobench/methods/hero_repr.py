@@ -7,14 +7,23 @@ a bad image, distance ``d(a, b) = (1 - cos(a, b)) / 2`` on head outputs, margin 
 epochs with Adam (lr 1e-5); both persist across iterations. The reward of an image is then
 ``(cos(E(x), E(x_best)) + 1) / 2`` on the encoder features (before the head).
 
-Triplets. The official code (``TripletDatasetWithPositiveNegativeBest`` in the HERO repository)
-draws, each epoch, as many triplets as the batch has images, with a uniformly random positive and
+Triplets. The official code (``TripletDataset``, sony/hero ``rl4dgm/models/dataset.py:28-67``) draws, each
+epoch, as many triplets as the batch has images, with a uniformly random positive and
 negative each, in one minibatch (its final encoder config has ``batch_size`` 2048 > 64), i.e. one
 Adam step per epoch. Our default ``"all_pairs"`` uses every (positive, negative) pair of the batch
 in that one step: the expectation of the official loss, without its sampling noise and without an
-RNG. ``"sampled"`` reproduces the official draw. (The official distance passes ``dim=0`` to
-``cosine_similarity`` on ``N×512`` batches, i.e. compares feature columns across the minibatch; we
-follow the paper's per-pair cosine.)
+RNG. ``"sampled"`` reproduces the official draw.
+
+Distance (``triplet_distance``). ``"pairwise"`` (default) is the paper's ``d(a, b) = (1 - cos(a, b)) / 2``
+per triplet, cosine over the 512 head features. ``"official"`` is what the official trainer computes:
+its distance passes ``dim=0`` to ``cosine_similarity`` (sony/hero ``rl4dgm/encoder_trainers.py:16-18``)
+and ``nn.TripletMarginWithDistanceLoss`` (``:107-110``) gets ``N×512`` minibatches, so it compares each
+*feature column across the N triplets* (``512`` distances) and averages the hinge over the columns; the
+anchor rows are N copies of the best image (``rl4dgm/models/dataset.py:56``). We keep ``"pairwise"`` as
+the default: it is the distance the paper states, and the official ``dim=0`` reads as the 1-D formula of
+one triplet applied unchanged to a batch; ``"official"`` reproduces the released code. (With the official
+distance the loss is not a mean over triplets, so ``"all_pairs"`` is not the expectation of ``"sampled"``;
+the released code's loss is ``triplet_distance = "official"`` with ``triplet_sampling = "sampled"``.)
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 TripletSampling = Literal["all_pairs", "sampled"]
+TripletDistance = Literal["pairwise", "official"]
 
 
 class HeroEncoder(nn.Module):
@@ -77,17 +87,35 @@ class ProjectionHead(nn.Module):
         return self.mlp(x)
 
 
-def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``(1 - cos(a, b)) / 2`` along the last dimension: ``…×D, …×D -> …``, in ``[0, 1]``."""
-    return (1.0 - F.cosine_similarity(a, b, dim=-1)) / 2.0
+def cosine_distance(a: torch.Tensor, b: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """``(1 - cos(a, b)) / 2`` along ``dim``, in ``[0, 1]``: ``…×D, …×D -> …`` for the default last dim
+    (one distance per pair); ``N×D, N×D -> D`` for ``dim=0`` (the official code's, one per feature column)."""
+    return (1.0 - F.cosine_similarity(a, b, dim=dim)) / 2.0
 
 
 def triplet_loss(
-    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float = 0.5
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    margin: float = 0.5,
+    distance: TripletDistance = "pairwise",
 ) -> torch.Tensor:
-    """``mean(relu(d(a, p) - d(a, n) + margin))`` with :func:`cosine_distance`; ``N×D`` inputs
-    (``anchor`` may be ``1×D``, broadcast). Equals ``nn.TripletMarginWithDistanceLoss`` with that distance."""
-    return F.relu(cosine_distance(anchor, positive) - cosine_distance(anchor, negative) + margin).mean()
+    """``mean(relu(d(a, p) - d(a, n) + margin))`` with :func:`cosine_distance`, which equals
+    ``nn.TripletMarginWithDistanceLoss`` with that distance.
+
+    Args:
+        anchor: ``N×D`` or ``1×D`` (broadcast: the official anchor rows are N copies of the best image).
+        positive, negative: ``N×D``.
+        distance: ``"pairwise"``: one distance per triplet (cosine over the ``D`` features), the hinge
+            averaged over the ``N`` triplets; ``"official"``: the official code's ``dim=0`` cosine, one
+            distance per feature column (cosine over the ``N`` triplets), the hinge averaged over ``D``.
+    """
+    if distance == "pairwise":
+        return F.relu(cosine_distance(anchor, positive) - cosine_distance(anchor, negative) + margin).mean()
+    if distance == "official":
+        a = anchor.expand_as(positive)
+        return F.relu(cosine_distance(a, positive, 0) - cosine_distance(a, negative, 0) + margin).mean()
+    raise ValueError(f"unknown triplet distance {distance!r}")
 
 
 def triplet_indices(
@@ -117,6 +145,7 @@ def train_representation(
     epochs: int = 500,
     margin: float = 0.5,
     triplets: TripletSampling = "all_pairs",
+    distance: TripletDistance = "pairwise",
     rng: torch.Generator | None = None,
 ) -> dict[str, float]:
     """Train ``encoder`` + ``head`` on this batch's triplets, one optimizer step per epoch.
@@ -131,6 +160,8 @@ def train_representation(
         margin: triplet margin (HERO: 0.5).
         triplets: ``"all_pairs"`` (default) or ``"sampled"`` (official code; ``B`` random triplets per
             epoch, needs ``rng``). See the module docstring.
+        distance: ``"pairwise"`` (default, the paper's) or ``"official"`` (the official code's ``dim=0``
+            cosine); see :func:`triplet_loss`.
         rng: CPU generator for ``"sampled"``.
 
     Returns:
@@ -160,7 +191,7 @@ def train_representation(
 
     def loss_on(z: torch.Tensor, pi: torch.Tensor, ni: torch.Tensor) -> torch.Tensor:
         anchor, p, n = z[:1], z[1 : 1 + n_pos], z[1 + n_pos :]
-        return triplet_loss(anchor, p[pi.to(device)], n[ni.to(device)], margin)
+        return triplet_loss(anchor, p[pi.to(device)], n[ni.to(device)], margin, distance)
 
     encoder.train()
     head.train()

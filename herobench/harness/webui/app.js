@@ -17,7 +17,9 @@ function api(path, options = {}) {
   return fetch(path, Object.assign({}, options, {headers, cache: "no-store"}));
 }
 const imgUrl = (id, which) => `/api/image/${encodeURIComponent(id)}/${which}.png?token=${encodeURIComponent(TOKEN)}`;
-const storeKey = () => `herobench:${TOKEN}:${batch.id}`;
+// marks are kept per batch under the server's store_key: the same batch of the same run after a crash and
+// resume (same pictures, a new token and batch id) finds them again; the token is never stored
+const storeKey = () => batch.store_key;
 
 function setStatus(state, text) {
   document.body.dataset.state = state;

@@ -1,0 +1,335 @@
+"""GRPO for diffusion (Flow-GRPO, Liu et al. 2025; DanceGRPO, Xue et al. 2025) on good/bad labels.
+
+The policy gradient of DDPO with three changes, each read from the official code (docs/FIDELITY.md (GRPO, reward model)
+has the row-by-row comparison; yifan123/flow_grpo at ac4c86e, XueZeyue/DanceGRPO at 15cc71d):
+
+* **Group advantages.** The images of one prompt in a batch form a group; an image's advantage is its reward
+  minus its group's mean, divided by the std of *all* rewards of the batch plus 1e-4 (``std = "global"``:
+  flow_grpo ``flow_grpo/stat_tracking.py:22-31``, ``sample.global_std = True`` in every GRPO config,
+  ``config/grpo.py:54``; ``"group"`` is the per-group std of ``global_std = False``, ``stat_tracking.py:29``),
+  clamped to ±5 (``scripts/train_sd3.py:881-885``). The statistics are the batch's own (the tracker is cleared
+  every epoch, ``train_sd3.py:780``). Images whose advantage is 0 -- every image of a group with one label
+  for all -- are left out of the update (``train_sd3.py:796-817``), so they add neither to the policy loss'
+  mean nor to the KL term. A task with one prompt is one group: the advantage is then DDPO's batch-normalised
+  advantage (``normalize_advantages(rewards)``) up to the std's eps (1e-4 here, 1e-8 there).
+* **KL to the reference.** ``loss = mean(PPO-clip) + β·mean(KL)`` with β 0.04 (``config/grpo.py:52``, ``:91``;
+  ``train_sd3.py:893-897``). The reference is the initial model: the LoRA adapter disabled
+  (``transformer.module.disable_adapter()``, ``train_sd3.py:876-878``; here ``core.lora.reference_policy``).
+  The KL of one step is computed on the Gaussians' means, ``mean_d (μ_θ − μ_ref)² / (2 s²)``
+  (``train_sd3.py:895``). Adaptation to herobench's DDIM/ε model: μ are DDIM's step means (DDIM eq. 12,
+  ``core.ddim.ddim_step_mean``) and ``s`` the step's standard deviation σ_t(η) (eq. 16), which makes the term the
+  exact per-element KL of the two step Gaussians -- the KL of the paper. Flow-GRPO's ``s`` is its SDE's
+  diffusion coefficient ``std_dev_t`` without the ``√Δt`` of its step std
+  (``flow_grpo/diffusers_patch/sd3_sde_with_logprob.py:47``, ``:59``), so its code's term is ``Δt`` times the
+  exact KL (flow_grpo issue #78); a DDIM step has no separate diffusion coefficient, so β here weighs the exact
+  KL (a labelled deviation; β·Δt, e.g. 0.04/20 on 20 uniform steps, reproduces the code's weight).
+* **Timesteps and steps.** The first ``int(T · 0.99)`` denoising steps of every trajectory, i.e. all but the last
+  (``config/grpo.py:50``, ``train_sd3.py:345``, ``:864``; DanceGRPO too drops the last step,
+  ``fastvideo/train_grpo_sd.py:86``, ``:505-512``); the trained images shuffled (``train_sd3.py:829``) into
+  2 optimizer steps per batch ("gradients are updated twice per epoch", ``config/grpo.py:44``; DanceGRPO's SD
+  config gives 2 as well, ``fastvideo/config_sd/dgx.py:49``), each the mean over its (image, step) items.
+
+PPO clip 1e-4, lr 3e-4, AdamW, grad-norm clip 1.0, CFG in training (``config/base.py:63-86``); unlike Flow-GRPO
+the unconditional branch is not detached (``train_sd3.py:190``), as in DanceGRPO's DDIM trainer
+(``train_grpo_sd.py:611-622``) and herobench's shared training path; LoRA is herobench's shared rank 4 (Flow-GRPO: 32,
+``train_sd3.py:429-433``) and no EMA of the weights is evaluated (Flow-GRPO evaluates one, ``train_sd3.py:218-219``,
+``:445``). The sampler is
+herobench's shared DDIM sampler (η 1, DanceGRPO's SD path, ``config_sd/base.py:45-50``) rather than
+Flow-GRPO's flow SDE; log-probs and the KL are per latent element as in both codebases
+(``sd3_sde_with_logprob.py:67-68``). ``shared_noise = true`` starts every image of a batch from one ``x_T``, as
+DanceGRPO does (``train_grpo_sd.py:415-420``, ``:434-435``); Flow-GRPO draws each image's noise
+(``sd3_pipeline_with_logprob.py:108-117``), the default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from herobench.config import check_ranges, in_range, to_dict
+from herobench.core.ddim import ddim_step_mean, ddim_step_with_logprob
+from herobench.core.lora import ATTENTION_TARGETS, reference_policy
+from herobench.core.losses import ppo_clip_loss
+from herobench.core.policy_gradient import (
+    PGConfig,
+    backward,
+    clip_and_step,
+    diagnostic_rows,
+    kl_summary,
+    process_share,
+    sum_over_processes,
+    true_step_kl,
+)
+from herobench.errors import ConfigError, HerobenchError
+from herobench.methods.base import Method, attach_lora, labels_tensor, prefixed
+from herobench.types import Feedback, Rollout
+
+STD_EPS = 1e-4  # flow_grpo/stat_tracking.py:27, :29
+
+
+def group_advantages(
+    rewards: torch.Tensor, prompts: list[str], std: Literal["global", "group"] = "global", eps: float = STD_EPS
+) -> torch.Tensor:
+    """Flow-GRPO's advantages: ``(r_i − mean_{g(i)}) / (s + eps)``, the group of an image being its prompt.
+
+    ``s`` is the population std (``ddof = 0``, numpy's) of all ``B`` rewards (``"global"``) or of the image's
+    group (``"group"``). Not clipped (the update clamps to ``±adv_clip``). A group of equal rewards gets 0.
+
+    Args:
+        rewards: ``B`` rewards.
+        prompts: ``B`` prompts (the group keys).
+        std: see above.
+        eps: added to the std.
+
+    Returns:
+        ``B`` float32 advantages (computed in float64, so a group of equal rewards gives exactly 0).
+    """
+    r = rewards.detach().to("cpu", torch.float64).flatten()
+    if len(prompts) != r.numel():
+        raise ValueError(f"{len(prompts)} prompts for {r.numel()} rewards")
+    if std not in ("global", "group"):
+        raise ValueError(f"unknown std {std!r}")
+    adv = torch.empty_like(r)
+    for p in dict.fromkeys(prompts):
+        idx = torch.tensor([i for i, q in enumerate(prompts) if q == p])
+        g = r[idx]
+        s = r.std(unbiased=False) if std == "global" else g.std(unbiased=False)
+        adv[idx] = (g - g.mean()) / (s + eps)
+    return adv.to(torch.float32)
+
+
+def step_kl(mean: torch.Tensor, mean_ref: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Per-element KL of one DDIM step's Gaussian from the reference's: ``mean_d (μ − μ_ref)² / (2σ²)``.
+
+    Both Gaussians have the step's σ_t, so this is the exact KL divided by the ``D`` latent elements (the
+    per-element scale of the log-probs); a deterministic step (σ = 0) counts 0.
+
+    Args:
+        mean, mean_ref: ``N×C×h×w`` step means (``mean`` may carry gradients).
+        std: ``N×1×1×1`` (or broadcastable) step standard deviations.
+
+    Returns:
+        ``N`` KLs.
+    """
+    var = std.reshape(-1).to(mean.dtype) ** 2
+    sq = (mean - mean_ref).pow(2).flatten(1).mean(1)
+    safe = torch.where(var > 0, var, torch.ones_like(var))
+    return torch.where(var > 0, sq / (2 * safe), torch.zeros_like(sq))
+
+
+def grpo_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    mean: torch.Tensor,
+    mean_ref: torch.Tensor,
+    std: torch.Tensor,
+    clip_range: float,
+    beta: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``mean(PPO-clip) + β·mean(step_kl)`` over ``N`` (image, step) items (flow_grpo ``train_sd3.py:886-897``).
+
+    Args:
+        log_prob, old_log_prob, advantages, clip_range: as ``core.losses.ppo_clip_loss`` (per-element log-probs).
+        mean, mean_ref, std: as :func:`step_kl`.
+        beta: the KL coefficient β.
+
+    Returns:
+        ``(loss, stats)``: ``policy_loss``, ``kl`` and ``ppo_clip_loss``'s ``approx_kl`` / ``clipfrac`` (detached).
+    """
+    policy, stats = ppo_clip_loss(log_prob, old_log_prob, advantages, clip_range)
+    kl = step_kl(mean, mean_ref, std).mean()
+    return policy + beta * kl, {"policy_loss": policy.detach(), "kl": kl.detach(), **stats}
+
+
+def grpo_update(
+    gen,
+    rollout: Rollout,
+    advantages: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    cfg: PGConfig,
+    rng: torch.Generator,
+    beta: float,
+    steps_per_batch: int = 2,
+    accelerator=None,
+) -> dict[str, float | list[float]]:
+    """One GRPO update on a batch: the images with a non-zero advantage, shuffled, in ``steps_per_batch``
+    optimizer steps, each on the first ``cfg.n_train_timesteps`` denoising steps of its images.
+
+    Each (image, step) item: the UNet's current output gives the step's log-prob and mean; the reference (LoRA
+    disabled, no gradient) its mean; they enter :func:`grpo_loss` (mean over the optimizer step's items,
+    accumulated over micro-batches of ``cfg.train_micro_batch``). Data parallel as ``core.policy_gradient
+    .ppo_update``: every process passes the whole batch and computes its share of each step's items.
+
+    Returns:
+        ``loss``, ``policy_loss``, ``kl`` (β's term before β), ``approx_kl``, ``clipfrac`` (means over items),
+        ``grad_norm`` (last step), ``n_rows`` (images trained), ``n_items``, ``n_optimizer_steps``, and with
+        ``cfg.kl_rows`` the true KL of the update (``core.policy_gradient.kl_summary``). With no image to train,
+        nothing changes and ``n_optimizer_steps`` is 0.
+    """
+    if accelerator is not None and accelerator.gradient_accumulation_steps != 1:
+        raise ValueError("pass an Accelerator with gradient_accumulation_steps=1 (the update accumulates)")
+    n, n_steps = rollout.log_probs.shape
+    if tuple(advantages.shape) != (n,):
+        raise ValueError(f"advantages has shape {tuple(advantages.shape)}, expected ({n},)")
+    if steps_per_batch < 1:
+        raise ValueError(f"steps_per_batch must be >= 1, got {steps_per_batch}")
+    k = min(cfg.n_train_timesteps, n_steps)
+    dim = rollout.latents[0, 0].numel()
+    dev = rollout.log_probs.device
+    adv = advantages.detach().to(dev, torch.float32).clamp(-cfg.adv_clip, cfg.adv_clip)
+    old = rollout.log_probs.detach().to(torch.float32) / dim
+    rows_all = torch.nonzero(advantages.detach().cpu() != 0).flatten()  # flow_grpo train_sd3.py:796-817
+    keys = ("loss", "policy_loss", "kl", "approx_kl", "clipfrac")
+    sums = dict.fromkeys(keys, 0.0)
+    out: dict[str, float | list[float]] = {"grad_norm": float("nan"), "n_rows": float(len(rows_all)),
+                                           "n_items": float(len(rows_all) * k), "n_optimizer_steps": 0.0}
+    if len(rows_all) == 0:
+        return {**sums, **out}
+    kl_rows = diagnostic_rows(n, cfg.kl_rows)
+    if len(kl_rows):
+        mean_before, std_all = gen.step_means(rollout, torch.arange(n_steps), batch_idx=kl_rows,
+                                              use_cfg=cfg.cfg_in_training)
+    unet = gen.components.unet
+    eta = gen.sampler.eta
+    total = len(rows_all) * k
+    n_opt = 0
+    optimizer.zero_grad(set_to_none=True)
+    for _ in range(cfg.inner_epochs):
+        order = rows_all[torch.randperm(len(rows_all), generator=rng)]  # train_sd3.py:829
+        for part in order.tensor_split(min(steps_per_batch, len(order))):
+            item_rows = part.repeat_interleave(k)
+            item_steps = torch.arange(k).repeat(len(part))
+            g_total = len(item_rows)
+            for chunk in process_share(g_total, accelerator).split(cfg.train_micro_batch):
+                if not len(chunk):
+                    continue
+                rows, st = item_rows[chunk], item_steps[chunk]
+                with torch.no_grad(), reference_policy(unet):  # train_sd3.py:876-878
+                    mean_ref, _ = gen.step_means(rollout, st[:, None], batch_idx=rows, use_cfg=cfg.cfg_in_training)
+                # one UNet pass gives both the log-prob and the mean (Generator.step_log_prob + step_means)
+                _, _, model_out, t, x_t, x_prev = gen._stored_steps(rollout, st[:, None], rows, cfg.cfg_in_training)
+                _, log_prob = ddim_step_with_logprob(gen.scheduler, model_out, t, x_t, eta, prev_sample=x_prev)
+                mean, std = ddim_step_mean(gen.scheduler, model_out, t, x_t, eta)
+                rows_d, st_d = rows.to(dev), st.to(dev)
+                loss, stats = grpo_loss(
+                    log_prob / dim, old[rows_d, st_d], adv[rows_d], mean, mean_ref.to(mean.device), std,
+                    cfg.clip_range, beta,
+                )
+                backward(loss * (len(chunk) / g_total), accelerator)  # micro-batch means -> step mean
+                weight = len(chunk) / total
+                sums["loss"] += float(loss.detach()) * weight
+                for key in keys[1:]:
+                    sums[key] += float(stats[key]) * weight
+            out["grad_norm"] = clip_and_step(optimizer, cfg.max_grad_norm, accelerator)
+            n_opt += 1
+    sums = dict(zip(sums, sum_over_processes(list(sums.values()), accelerator)))
+    out.update({key: value / cfg.inner_epochs for key, value in sums.items()}, n_optimizer_steps=float(n_opt))
+    if len(kl_rows):
+        mean_after, _ = gen.step_means(rollout, torch.arange(n_steps), batch_idx=kl_rows, use_cfg=cfg.cfg_in_training)
+        out.update(kl_summary(true_step_kl(mean_before, mean_after, std_all, len(kl_rows))))
+    return out
+
+
+@dataclass(frozen=True)
+class GRPOOptions:
+    """GRPO's settings; defaults are Flow-GRPO's GRPO configs (yifan123/flow_grpo ``config/``) unless marked."""
+
+    lora_rank: int = field(default=4, metadata=in_range(1, 1024))  # herobench's shared rank (Flow-GRPO: 32)
+    lora_targets: tuple[str, ...] = ATTENTION_TARGETS  # UNet module-name suffixes the LoRA adapts
+    lr: float = field(default=3e-4, metadata=in_range(1e-12, 1.0))  # config/base.py:63
+    beta: float = field(default=0.04, metadata=in_range(0.0, 1e6))  # KL coefficient, config/grpo.py:52, :91
+    clip_range: float = field(default=1e-4, metadata=in_range(1e-12, 1e6))  # config/base.py:86
+    adv_clip: float = field(default=5.0, metadata=in_range(1e-12, 1e6))  # config/base.py:84
+    max_grad_norm: float = field(default=1.0, metadata=in_range(1e-12, 1e6))  # config/base.py:76
+    # the first int(T * fraction) denoising steps are trained: all but the last (config/grpo.py:50)
+    timestep_fraction: float = field(default=0.99, metadata=in_range(1e-6, 1.0))
+    std: Literal["global", "group"] = "global"  # config/grpo.py:54 sample.global_std = True
+    steps_per_batch: int = field(default=2, metadata=in_range(1, 4096))  # config/grpo.py:44
+    shared_noise: bool = False  # true: one x_T for the whole batch, as DanceGRPO (train_grpo_sd.py:415-420)
+    train_micro_batch: int = field(default=8, metadata=in_range(1, 4096))  # herobench: memory knob only
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        if not self.lora_targets:
+            raise ConfigError("lora_targets must name at least one module")
+
+    def n_train_timesteps(self, n_steps: int) -> int:
+        """``int(T · timestep_fraction)`` (flow_grpo ``train_sd3.py:345``) for a sampler of ``T`` steps."""
+        k = int(n_steps * self.timestep_fraction)
+        if k < 1:
+            raise ConfigError(
+                f"method_options.timestep_fraction = {self.timestep_fraction} trains no step of a {n_steps}-step "
+                f"sampler (int({n_steps} x {self.timestep_fraction}) = 0)"
+            )
+        return k
+
+    def pg_config(self, n_steps: int) -> PGConfig:
+        return PGConfig(
+            lr=self.lr,
+            n_train_timesteps=self.n_train_timesteps(n_steps),
+            clip_range=self.clip_range,
+            adv_clip=self.adv_clip,
+            max_grad_norm=self.max_grad_norm,
+            train_micro_batch=self.train_micro_batch,
+        )
+
+
+class GRPOMethod(Method):
+    """GRPO on human labels (reward 1 good, 0 bad). Protocol ``"scalar"``.
+
+    State: ``options`` (:class:`GRPOOptions`), ``optimizer`` (AdamW over the LoRA parameters). The reference
+    policy needs none: it is the UNet with its adapter disabled.
+    """
+
+    name = "grpo"
+    options_class = GRPOOptions
+    protocol = "scalar"
+    trains = True
+
+    def setup(self, gen, options: dict[str, Any], seed: int) -> None:
+        self.options = self.resolve_options(options)
+        self.gen = gen
+        self.pg = self.options.pg_config(gen.sampler.steps)
+        self.optimizer = attach_lora(gen, self.options.lora_rank, self.options.lr, seed, self.options.lora_targets)
+
+    def init_noise(self, n: int, shape, rng: torch.Generator) -> torch.Tensor:
+        """``N(0, I)`` per image, or (``shared_noise``) one draw repeated for the whole batch."""
+        if not self.options.shared_noise:
+            return super().init_noise(n, shape, rng)
+        one = torch.randn((1, *shape), generator=rng, device=rng.device)
+        return one.repeat(n, *([1] * len(shape)))
+
+    def learn(self, rollout: Rollout, feedback: Feedback, rng: torch.Generator) -> dict[str, float]:
+        o = self.options
+        rewards = labels_tensor(feedback, rollout).float()
+        advantages = group_advantages(rewards, list(rollout.prompts), std=o.std)
+        groups = list(dict.fromkeys(rollout.prompts))
+        mixed = sum(
+            1 for p in groups if len({bool(g) for g, q in zip(feedback.good, rollout.prompts) if q == p}) == 2
+        )
+        stats = {
+            "n_good": float(sum(feedback.good)),
+            "reward_mean": float(rewards.mean()),
+            "n_groups": float(len(groups)),
+            "n_groups_mixed": float(mixed),  # groups with both labels: the only ones that train
+        }
+        if not bool((advantages != 0).any()):
+            return stats | {"pg_skipped": 1.0}
+        return stats | {"pg_skipped": 0.0} | prefixed("pg_", grpo_update(
+            self.gen, rollout, advantages, self.optimizer, self.pg, rng, beta=o.beta,
+            steps_per_batch=o.steps_per_batch, accelerator=self.accelerator,
+        ))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"options": to_dict(self.options), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["options"] != to_dict(self.options):
+            raise HerobenchError("the checkpoint was written with other GRPO options than this run's")
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+__all__ = ["GRPOMethod", "GRPOOptions", "group_advantages", "grpo_loss", "grpo_update", "step_kl"]
