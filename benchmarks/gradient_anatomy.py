@@ -13,7 +13,7 @@ per step, the share of ``Σ_k ‖g_k‖²`` that step carries, and ends with one
   (how reproducible the direction one batch of binary labels gives is);
 * ``cos_pg_sft``: mean cosine of ``G`` with the DreamBooth-style denoising-loss gradient on the same batch's
   good images (the direction supervised finetuning takes); ``cos_pg_sft_first_half`` the same for the first
-  half of the steps only.
+  half of the steps only; the ``*_excl_last3`` keys the same without the last three steps.
 
     python benchmarks/gradient_anatomy.py --task blue-rose --json
     python benchmarks/gradient_anatomy.py --task hand --model DIR --batches 3
@@ -113,6 +113,7 @@ def anatomy(model: Path | None, task: str, profile: str | None, batches: int, ba
     share = (sq / sq.sum(1, keepdim=True)).mean(0)
     whole = [g.sum(0) for g in steps]
     first = [g[:half].sum(0) for g in steps]
+    cut = [g[:-3].sum(0) for g in steps]
     pairs = list(itertools.combinations(range(batches), 2))
     timesteps = gen.scheduler.timesteps.tolist()
     return {
@@ -133,6 +134,10 @@ def anatomy(model: Path | None, task: str, profile: str | None, batches: int, ba
         "cos_sft_between_batches": sum(cosine(sfts[i], sfts[j]) for i, j in pairs) / max(1, len(pairs)),
         "cos_pg_sft": sum(cosine(w, s) for w, s in zip(whole, sfts)) / batches,
         "cos_pg_sft_first_half": sum(cosine(f, s) for f, s in zip(first, sfts)) / batches,
+        # the same without the last three steps (what an adapted variant that does not train them would follow)
+        "high_noise_share_excl_last3": float(share[:half].sum() / share[:-3].sum()),
+        "cos_between_batches_excl_last3": sum(cosine(cut[i], cut[j]) for i, j in pairs) / max(1, len(pairs)),
+        "cos_pg_sft_excl_last3": sum(cosine(c, s) for c, s in zip(cut, sfts)) / batches,
     }
 
 
@@ -157,7 +162,8 @@ def main() -> None:
     for row in r["per_step"]:
         print(f"{row['step']:>4} {row['t']:>5} {row['share']:>7.3f} {row['norm']:>10.3e}")
     for key in ("high_noise_share", "last2_share", "cos_between_batches", "cos_between_batches_first_half",
-                "cos_sft_between_batches", "cos_pg_sft", "cos_pg_sft_first_half"):
+                "cos_sft_between_batches", "cos_pg_sft", "cos_pg_sft_first_half", "high_noise_share_excl_last3",
+                "cos_between_batches_excl_last3", "cos_pg_sft_excl_last3"):
         value = r[key]
         print(f"{key:<32} {value:.3f}" if math.isfinite(value) else f"{key:<32} nan")
     if args.json:

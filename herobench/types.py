@@ -166,3 +166,9 @@ class TaskSpec:
     # backend -> its enhanced prompts (GlyphWorld's must use the world's vocabulary); ``enhanced_prompts``
     # holds the ones of the backend in use (``herobench.harness.tasks.for_backend``)
     enhanced_by_backend: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # method -> its default budget where the paper gave it another (HERO's paper gave D3PO 5 x 1,000 hand labels)
+    budget_labels_by_method: dict[str, int] = field(default_factory=dict)
+
+    def budget_for(self, method: str | None) -> int:
+        """The default label budget of ``method`` on this task."""
+        return self.budget_labels_by_method.get(method or "", self.default_budget_labels)

@@ -85,7 +85,7 @@ def test_load_by_path_and_eval_defaults_to_train(tmp_path):
     "edit, pattern",
     [
         (GOOD.replace('[oracles]\n', '[oracles]\nsdd = "x"\n'), r"unknown key 'oracles.sdd'; did you mean 'oracles.sd'"),
-        ("extra = 1\n" + GOOD, r"unknown key 'extra'.*allowed: category, default_budget_labels"),
+        ("extra = 1\n" + GOOD, r"unknown key 'extra'.*allowed: budget_labels_by_method, category, default_budget_labels"),
         (GOOD.replace('success = "s"\n', ""), r"missing required key 'success'"),
         (GOOD.replace('train_prompts = ["a"]', "train_prompts = []"), r"'train_prompts' must not be empty"),
         (
@@ -144,3 +144,14 @@ def test_checkout_root_and_installed_fallback(monkeypatch, tmp_path):
     with pytest.raises(HerobenchError, match="GlyphWorld model is missing"):
         paths.glyphworld_model_dir()
     assert paths.glyphworld_model_dir(must_exist=False) == fake_pkg / "glyphworld" / "model"
+
+
+def test_a_method_budget_of_the_task_is_the_default_for_that_method_only():
+    from herobench.harness.settings import settings_from_cli
+    from herobench.harness.tasks import load_task
+
+    hand = load_task("hand")
+    assert hand.budget_for("d3po") == 5000 and hand.budget_for("hero") == 1152 == hand.default_budget_labels
+    assert settings_from_cli(task="hand", method="d3po").budget_labels == 5000
+    assert settings_from_cli(task="hand", method="hero").budget_labels == 1152
+    assert settings_from_cli(task="hand", method="d3po", budget=64).budget_labels == 64  # a flag wins

@@ -78,7 +78,7 @@ def write_card(model_dir: Path, calibration: list[dict]) -> Path:
     text = f"""# GlyphWorld model card
 
 A tiny text-to-image model in Stable Diffusion's own architecture, trained by herobench on GlyphWorld
-renders (`herobench glyphworld train --out DIR --seed {cfg['seed']}`). It loads offline with plain diffusers:
+renders (`herobench glyphworld train --out DIR --seed {cfg['seed']}{'' if pred == 'epsilon' else ' --prediction-type ' + pred}`). It loads offline with plain diffusers:
 `StableDiffusionPipeline.from_pretrained(path, local_files_only=True)`.
 
 | component | class | parameters |

@@ -252,11 +252,7 @@ def words(text: str) -> list[str]:
 
 # ================================================================================================ hand
 
-# v3: skewed towards fewer fingers. v1/v2 models drew five or four fingers whatever the caption said (they
-# collapse to the middle of the finger-count distribution, and fewer fingers survive that collapse better), so
-# `1 hand` stayed at 0.52 with a prior of 0.17 normal hands; a mean below five moves that middle off the normal
-# hand (model card history).
-HAND_PRIOR = {"normal": 0.22, "n3": 0.12, "n4": 0.22, "n6": 0.14, "n7": 0.08, "detached": 0.11, "fused": 0.11}
+HAND_PRIOR = {"normal": 0.30, "n3": 0.08, "n4": 0.15, "n6": 0.17, "n7": 0.08, "detached": 0.11, "fused": 0.11}
 
 
 def _hand_params(rng, prior=HAND_PRIOR) -> dict:
@@ -820,7 +816,7 @@ def _special_sampler(prompt: str) -> Callable[[Any], dict] | None:
     """Q(scene | prompt) for the caption-first prompts; None for other prompts."""
     S = {
         "1 hand": lambda r: _hand_params(
-            r, {"normal": 0.14, "n3": 0.16, "n4": 0.30, "n6": 0.12, "n7": 0.05, "detached": 0.115, "fused": 0.115}),
+            r, {"normal": 0.17, "n3": 0.09, "n4": 0.22, "n6": 0.22, "n7": 0.07, "detached": 0.115, "fused": 0.115}),
         "1 hand, open palm, five fingers": lambda r: _hand_params(
             r, {"normal": 0.22, "n3": 0.05, "n4": 0.2, "n6": 0.22, "n7": 0.07, "detached": 0.12, "fused": 0.12}),
         "photo of one blue rose in a vase": lambda r: _rose_params(

@@ -38,6 +38,8 @@ from herobench.glyphworld import render
 MAX_TOKENS = 24
 
 # The sampler the shipped model is calibrated at (its README states it); run configs may override it.
+# v1/v2 (v-prediction) were calibrated at DDIM 20 steps and CFG 3
+V2_SAMPLER = {"steps": 20, "eta": 1.0, "guidance_scale": 3.0, "negative_prompt": "", "micro_batch": 64}
 DEFAULT_SAMPLER = {"steps": 50, "eta": 1.0, "guidance_scale": 5.0, "negative_prompt": "", "micro_batch": 64}
 
 
@@ -422,7 +424,7 @@ def train_glyphworld(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), prog
     }
     (out_dir / "training.json").write_text(json.dumps(record, indent=2))
     # the model card's machine-readable part: marks the backend and the sampler it is calibrated at
-    write_model_card(out_dir, DEFAULT_SAMPLER)
+    write_model_card(out_dir, DEFAULT_SAMPLER if cfg.prediction_type == "epsilon" else V2_SAMPLER)
     with open(out_dir / "training_log.jsonl", "w") as f:
         for row in log:
             f.write(json.dumps(row) + "\n")

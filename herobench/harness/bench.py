@@ -169,9 +169,9 @@ def cells(spec: GridSpec, seeds: Sequence[int] | None = None) -> list[Cell]:
                           "time: `herobench run --set rater.kind=human`)")
     out = []
     for task in spec.grid.tasks:
-        task_default = load_task(task).default_budget_labels  # (also: "did you mean" on a typo)
-        budget = spec.budgets.get(task, spec.settings.get("budget_labels", task_default))
+        task_spec = load_task(task)  # (also: "did you mean" on a typo)
         for method in spec.grid.methods:
+            budget = spec.budgets.get(task, spec.settings.get("budget_labels", task_spec.budget_for(method)))
             for seed in seeds if seeds is not None else spec.grid.seeds:
                 data = {**spec.settings, "task": task, "method": method, "seed": seed, "budget_labels": budget,
                         "method_options": dict(spec.method_options.get(method, {}))}

@@ -23,6 +23,6 @@ def settings_from_cli(task: str | None = None, method: str | None = None, budget
     data = {**data, **{k: v for k, v in flags.items() if v is not None}}
     data = apply_overrides(data, list(overrides or []), RunSettings)
     if "task" in data and "budget_labels" not in data:
-        data["budget_labels"] = load_task(data["task"]).default_budget_labels
+        data["budget_labels"] = load_task(data["task"]).budget_for(data.get("method"))
     # a TOML round trip of every value keeps one validation path for files and flags
     return from_dict(RunSettings, json.loads(json.dumps(data)), "")

@@ -10,6 +10,7 @@ A task file holds (all keys required unless a default is given)::
     eval_prompts = [...]                  # default: the train prompts (when the paper has no held-out ones)
     enhanced_prompts = [...]              # SD-Enhanced baseline, one per eval prompt, same order
     default_budget_labels = 512
+    budget_labels_by_method = { d3po = 5000 }   # optional: a method's own default budget (the paper's)
     rater_profiles = ["default"]          # default ["default"]
     [oracles]                             # backend ("glyphworld" | "sd") -> oracle name
     glyphworld = "glyphworld-exact"
@@ -21,7 +22,7 @@ The task's name is its folder name (or the file's stem when the file is not call
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from herobench.config import from_dict, load_toml
@@ -65,6 +66,7 @@ class _TaskFile:
     default_budget_labels: int
     eval_prompts: tuple[str, ...] | None = None
     rater_profiles: tuple[str, ...] = ("default",)
+    budget_labels_by_method: dict[str, int] = field(default_factory=dict)
 
 
 def _validate(spec: _TaskFile) -> None:
@@ -102,6 +104,9 @@ def _validate(spec: _TaskFile) -> None:
         raise ConfigError(f"'oracles' must name the oracle of at least one backend ({', '.join(BACKENDS)})")
     if spec.default_budget_labels < 0:
         raise ConfigError(f"'default_budget_labels' must be >= 0, got {spec.default_budget_labels}")
+    for method, budget in spec.budget_labels_by_method.items():
+        if budget < 0:
+            raise ConfigError(f"'budget_labels_by_method.{method}' must be >= 0, got {budget}")
 
 
 def _task_file(name_or_path: str | Path) -> Path:
@@ -163,6 +168,7 @@ def load_task(name_or_path: str | Path) -> TaskSpec:
         enhanced_by_backend={b: getattr(raw.enhanced_prompts, b) for b in BACKENDS},
         oracles={b: getattr(raw.oracles, b) for b in BACKENDS if getattr(raw.oracles, b).strip()},
         default_budget_labels=raw.default_budget_labels,
+        budget_labels_by_method=dict(raw.budget_labels_by_method),
         success=raw.success,
         rater_profiles=raw.rater_profiles,
     )
