@@ -220,3 +220,15 @@ def test_rate_needs_the_images_and_a_free_port(rater):
     port = int(rater.url.split(":")[2].split("/")[0])
     with pytest.raises(HerobenchError, match=f"cannot serve the labelling page on 127.0.0.1:{port}"):
         HumanRater(rater.store, port=port)
+
+
+def test_a_resumed_run_serves_its_page_on_the_same_port(tmp_path):
+    # the browser keeps unsubmitted marks per origin (host and port): a resume must not move the page
+    with HumanRater(tmp_path / "human") as first:
+        port = first.url.split(":")[2].split("/")[0]
+    assert (tmp_path / "human" / "port").read_text().strip() == port
+    with HumanRater(tmp_path / "human") as again:
+        assert again.url.split(":")[2].split("/")[0] == port
+        assert again.token != first.token  # a new token, the same origin
+        with HumanRater(tmp_path / "human") as busy:  # the recorded port is taken: another one, no error
+            assert busy.url.split(":")[2].split("/")[0] != port

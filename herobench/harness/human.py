@@ -69,7 +69,8 @@ class HumanRater:
         store: folder for the labelled images (``<store>/images/<sha256>.png``), e.g. ``<run>/human``.
         host: interface to bind; keep the default ``127.0.0.1`` unless the page must be reached from
             another machine (the token still guards it, but the traffic is plain HTTP).
-        port: TCP port; 0 picks a free one.
+        port: TCP port; 0 reuses the port this ``store`` was served on before (a resumed run: the browser
+            keeps a page's unsubmitted marks per origin, and a new port is a new origin), else a free one.
         token: the URL token; a fresh random one by default.
 
     Raises:
@@ -83,15 +84,32 @@ class HumanRater:
         self.token = token or secrets.token_urlsafe(24)
         self._board = Board()
         self._counter = 0
-        try:
-            self._server = LabellingServer((host, int(port)), self._board, self.token)
-        except OSError as e:
-            raise HerobenchError(f"cannot serve the labelling page on {host}:{port} ({e.strerror or e})") from e
+        self._server = self._bind(host, int(port))
         if host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("the labelling page listens on %s: anyone who can reach it and has the URL can label", host)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="herobench-labelling", daemon=True)
         self._thread.start()
+
+    def _bind(self, host: str, port: int) -> LabellingServer:
+        recorded = self.store / "port"
+        if port == 0 and recorded.is_file():
+            try:
+                server = LabellingServer((host, int(recorded.read_text().strip())), self._board, self.token)
+            except (OSError, ValueError, OverflowError):  # taken by now, or unreadable: a free one instead
+                server = None
+            if server is not None:
+                return server
+        try:
+            server = LabellingServer((host, port), self._board, self.token)
+        except OSError as e:
+            raise HerobenchError(f"cannot serve the labelling page on {host}:{port} ({e.strerror or e})") from e
+        try:
+            self.store.mkdir(parents=True, exist_ok=True)
+            recorded.write_text(f"{server.server_address[1]}\n")
+        except OSError as e:  # the page still works; only a later resume gets another port
+            log.warning("cannot record the labelling port in %s (%s)", recorded, e)
+        return server
 
     @property
     def url(self) -> str:
