@@ -72,6 +72,8 @@ class Registry(Generic[F]):
 
 def unknown_name_message(kind: str, name: object, known: list[str]) -> str:
     """``unknown {kind} '{name}'; did you mean '{closest}'? (known: a, b, c)``; shared with task lookup."""
-    close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+    # a name in the wrong case ("HERO") is the commonest typo: compare case-folded first
+    folded = [k for k in known if k.casefold() == str(name).casefold()]
+    close = folded or difflib.get_close_matches(str(name).casefold(), list(known), n=1, cutoff=0.6)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     return f"unknown {kind} '{name}'{hint} (known: {', '.join(known) or 'none'})"

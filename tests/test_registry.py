@@ -46,3 +46,10 @@ def test_duplicate_or_empty_names_are_programming_errors():
         reg.register("hand", lambda: None)
     with pytest.raises(ValueError, match="non-empty"):
         reg.register("", lambda: None)
+
+
+def test_a_name_in_the_wrong_case_gets_a_suggestion():
+    from herobench.registry import unknown_name_message
+
+    msg = unknown_name_message("method", "HERO", ["ddpo", "hero", "hero-no-fgg"])
+    assert "did you mean 'hero'?" in msg
