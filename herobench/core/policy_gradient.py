@@ -82,6 +82,15 @@ class PGConfig:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
 
 
+def pg_config_from(options, **overrides) -> PGConfig:
+    """A :class:`PGConfig` from a method's options dataclass: every field the two share by name, then
+    ``overrides`` (e.g. ``n_train_timesteps`` resolved against the sampler)."""
+    import dataclasses
+
+    shared = {f.name for f in dataclasses.fields(PGConfig)} & {f.name for f in dataclasses.fields(options)}
+    return PGConfig(**{name: getattr(options, name) for name in shared} | overrides)
+
+
 def make_optimizer(params, lr: float, weight_decay: float = 1e-4) -> torch.optim.AdamW:
     """AdamW with ddpo-pytorch's settings (betas 0.9/0.999, eps 1e-8, weight decay 1e-4)."""
     return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay)

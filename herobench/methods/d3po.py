@@ -37,7 +37,7 @@ import torch
 
 from herobench.config import to_dict
 from herobench.core.lora import ATTENTION_TARGETS
-from herobench.core.policy_gradient import PGConfig, dpo_update, reference_log_probs
+from herobench.core.policy_gradient import PGConfig, dpo_update, pg_config_from, reference_log_probs
 from herobench.errors import ConfigError, HerobenchError
 from herobench.methods.base import Method, attach_lora, cycle_prompts, labels_tensor
 from herobench.types import Feedback, Rollout, TaskSpec
@@ -83,12 +83,7 @@ class D3POOptions:
             raise ConfigError(f"method_options.{e}") from None
 
     def pg_config(self, n_steps: int) -> PGConfig:
-        return PGConfig(
-            lr=self.lr,
-            n_train_timesteps=self.n_train_timesteps or n_steps,
-            max_grad_norm=self.max_grad_norm,
-            train_micro_batch=self.train_micro_batch,
-        )
+        return pg_config_from(self, n_train_timesteps=self.n_train_timesteps or n_steps)
 
 
 def noise_groups(n: int, images_per_noise: int) -> list[int]:

@@ -25,7 +25,7 @@ import torch
 from herobench.config import to_dict
 from herobench.core.lora import ATTENTION_TARGETS
 from herobench.core.losses import PerPromptStatTracker, normalize_advantages
-from herobench.core.policy_gradient import PGConfig, ppo_update
+from herobench.core.policy_gradient import PGConfig, pg_config_from, ppo_update
 from herobench.errors import ConfigError, HerobenchError
 from herobench.methods.base import Method, attach_lora, labels_tensor, merge_fixed, prefixed
 from herobench.types import Feedback, Rollout
@@ -61,15 +61,7 @@ class DDPOOptions:
 
     def pg_config(self, n_steps: int) -> PGConfig:
         """The PPO settings for a sampler of ``n_steps`` denoising steps."""
-        return PGConfig(
-            lr=self.lr,
-            n_train_timesteps=self.n_train_timesteps or n_steps,
-            clip_range=self.clip_range,
-            adv_clip=self.adv_clip,
-            max_grad_norm=self.max_grad_norm,
-            train_micro_batch=self.train_micro_batch,
-            samples_per_step=self.samples_per_step,
-        )
+        return pg_config_from(self, n_train_timesteps=self.n_train_timesteps or n_steps)
 
 
 class DDPOMethod(Method):

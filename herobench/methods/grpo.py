@@ -58,6 +58,7 @@ from herobench.core.policy_gradient import (
     clip_and_step,
     diagnostic_rows,
     kl_summary,
+    pg_config_from,
     process_share,
     sum_over_processes,
     true_step_kl,
@@ -267,14 +268,7 @@ class GRPOOptions:
         return k
 
     def pg_config(self, n_steps: int) -> PGConfig:
-        return PGConfig(
-            lr=self.lr,
-            n_train_timesteps=self.n_train_timesteps(n_steps),
-            clip_range=self.clip_range,
-            adv_clip=self.adv_clip,
-            max_grad_norm=self.max_grad_norm,
-            train_micro_batch=self.train_micro_batch,
-        )
+        return pg_config_from(self, n_train_timesteps=self.n_train_timesteps(n_steps))
 
 
 class GRPOMethod(Method):

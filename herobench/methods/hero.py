@@ -23,7 +23,7 @@ import torch
 from herobench.config import from_dict, to_dict
 from herobench.core.lora import ATTENTION_TARGETS
 from herobench.core.losses import normalize_advantages
-from herobench.core.policy_gradient import PGConfig, ppo_update
+from herobench.core.policy_gradient import PGConfig, pg_config_from, ppo_update
 from herobench.errors import ConfigError, HerobenchError
 from herobench.methods.base import Method, attach_lora, cpu_state, labels_tensor, merge_fixed, prefixed
 from herobench.methods.hero_repr import HeroEncoder, ProjectionHead, compute_rewards, train_representation
@@ -95,15 +95,7 @@ class HeroOptions:
             raise ConfigError(f"method_options.{e}") from None
 
     def pg_config(self) -> PGConfig:
-        return PGConfig(
-            lr=self.lr,
-            n_train_timesteps=self.n_train_timesteps,
-            clip_range=self.clip_range,
-            adv_clip=self.adv_clip,
-            max_grad_norm=self.max_grad_norm,
-            train_micro_batch=self.train_micro_batch,
-            samples_per_step=self.samples_per_step,
-        )
+        return pg_config_from(self)
 
 
 class HeroMethod(Method):

@@ -39,7 +39,7 @@ from torch import nn
 from herobench.config import check_ranges, in_range, to_dict
 from herobench.core.lora import ATTENTION_TARGETS
 from herobench.core.losses import normalize_advantages
-from herobench.core.policy_gradient import PGConfig, ppo_update
+from herobench.core.policy_gradient import PGConfig, pg_config_from, ppo_update
 from herobench.errors import ConfigError, HerobenchError
 from herobench.methods.base import Method, attach_lora, cpu_state, labels_tensor, prefixed
 from herobench.methods.hero_repr import HeroEncoder
@@ -141,15 +141,7 @@ class RewardModelOptions:
             raise ConfigError("lora_targets must name at least one module")
 
     def pg_config(self) -> PGConfig:
-        return PGConfig(
-            lr=self.lr,
-            n_train_timesteps=self.n_train_timesteps,
-            clip_range=self.clip_range,
-            adv_clip=self.adv_clip,
-            max_grad_norm=self.max_grad_norm,
-            train_micro_batch=self.train_micro_batch,
-            samples_per_step=self.samples_per_step,
-        )
+        return pg_config_from(self)
 
 
 class RewardModelMethod(Method):
