@@ -307,3 +307,34 @@ def test_lora_is_the_officials_attention_processor_lora(tiny_sd_dir):
     assert all(m.r["default"] == 4 and m.scaling["default"] == 1.0 for n, m in unet.named_modules() if n in adapted)
     assert all(bool((u == 0).all()) for u in ups)
     assert float(downs.std()) == pytest.approx(1 / 4, rel=4 / math.sqrt(downs.numel()))
+
+
+def test_early_variants_train_only_the_first_half_of_the_steps():
+    """``early_fraction`` (labelled adaptation, issue 22): the random steps come from the first int(T·f)
+    steps only (Flow-GRPO keeps the first steps in order, flow_grpo scripts/train_sd3.py:345, :864); at
+    1.0 the draw is the paper's, bit for bit."""
+    n, t, d = 64, 50, 4
+    g = torch.Generator().manual_seed(0)
+    rollout = SimpleNamespace(log_probs=torch.randn(n, t, generator=g), latents=torch.zeros(n, t + 1, d))
+    f = torch.randn(n, t, generator=g)
+    adv = torch.randn(n, generator=g)
+    called = {}
+    for frac in (1.0, 0.5):
+        gen = _StubGen(rollout, f)
+        cfg = PGConfig(samples_per_step=8, kl_rows=0, early_fraction=frac)
+        ppo_update(gen, rollout, adv, _RecordingSGD([gen.theta]), cfg, torch.Generator().manual_seed(1))
+        called[frac] = torch.cat([s for _, s in gen.calls])
+    assert called[0.5].max() < 25 and len(set(called[0.5].tolist())) == 25 and len(called[0.5]) == n * 5
+    # the default consumes the RNG exactly as _random_steps over all T steps did before the option existed
+    rng = torch.Generator().manual_seed(1)
+    expected = _random_steps(n, t, 5, rng)
+    order = torch.randperm(n, generator=rng)
+    assert torch.equal(called[1.0], torch.cat([expected[grp].reshape(-1) for grp in order.split(8)]))
+    for name, opts in (("hero-early", HeroOptions), ("ddpo-early", DDPOOptions)):
+        variant = METHODS.get(name)()
+        assert variant.name == name and variant.resolve_options({}).early_fraction == 0.5
+        assert opts().early_fraction == 1.0  # the paper's setting stays the default
+        with pytest.raises(ConfigError, match=name):
+            variant.resolve_options({"early_fraction": 1.0})
+    with pytest.raises(ConfigError, match="early_fraction"):
+        PGConfig(early_fraction=0.0)

@@ -9,6 +9,8 @@ hero-no-fgg    hero      HERO without feedback-guided generation (x_T ~ N(0, I))
 hero-no-repr   hero      HERO without representation learning (reward = good/bad label)
 ddpo           scalar    DDPO with the good/bad label as reward (every denoising step, as published)
 ddpo-5steps    scalar    DDPO on HERO's 5 random denoising steps per trajectory (equal compute)
+ddpo-early     scalar    DDPO training only the first half of the denoising steps (labelled adaptation)
+hero-early     hero      HERO training only the first half of the denoising steps (labelled adaptation)
 d3po           d3po      D3PO: DPO on pairs of images sharing an initial noise
 pretrained     none      the base model, untrained
 enhanced       none      the base model with the task's enhanced prompts
@@ -45,6 +47,8 @@ METHODS.register(
 )
 METHODS.register("ddpo", DDPOMethod)
 METHODS.register("ddpo-5steps", partial(DDPOMethod, name="ddpo-5steps", fixed={"n_train_timesteps": 5}))
+METHODS.register("ddpo-early", partial(DDPOMethod, name="ddpo-early", fixed={"early_fraction": 0.5}))
+METHODS.register("hero-early", partial(HeroMethod, name="hero-early", fixed={"early_fraction": 0.5}))
 METHODS.register("d3po", D3POMethod)
 METHODS.register("pretrained", PretrainedMethod)
 METHODS.register("enhanced", EnhancedMethod)
@@ -60,6 +64,10 @@ DESCRIPTIONS = {
     "hero-no-repr": "HERO without representation learning: reward = good/bad label (ablation)",
     "ddpo": "DDPO with the good/bad label as reward (protocol scalar)",
     "ddpo-5steps": "DDPO on HERO's 5 random denoising steps per trajectory: equal compute per label (variant)",
+    "ddpo-early": "DDPO training only the first half of the denoising steps, x_T side (labelled adaptation, "
+                  "issue 22: GlyphWorld's policy gradient sits on the last two steps)",
+    "hero-early": "HERO training only the first half of the denoising steps, x_T side (labelled adaptation, "
+                  "issue 22)",
     "d3po": "D3PO: DPO on pairs of images sharing an initial noise (protocol d3po)",
     "pretrained": "the base model, untrained (no labels)",
     "enhanced": "the base model with the task's enhanced prompts (no labels)",

@@ -37,6 +37,9 @@ class DDPOOptions:
     lora_targets: tuple[str, ...] = ATTENTION_TARGETS  # UNet module-name suffixes the LoRA adapts
     lr: float = 3e-4
     n_train_timesteps: int = 0  # 0 = every denoising step (ddpo-pytorch timestep_fraction 1.0)
+    # herobench: train only the first int(T·f) denoising steps (x_T side; Flow-GRPO's in-order
+    # timestep_fraction). 1.0 = the paper's. The `-early` variants set 0.5 (issue 22, docs/FIDELITY.md).
+    early_fraction: float = 1.0
     clip_range: float = 1e-4
     adv_clip: float = 5.0
     max_grad_norm: float = 1.0

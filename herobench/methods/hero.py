@@ -71,6 +71,9 @@ class HeroOptions:
     lora_targets: tuple[str, ...] = ATTENTION_TARGETS  # UNet module-name suffixes the LoRA adapts
     lr: float = 1e-3
     n_train_timesteps: int = 5
+    # herobench: train only the first int(T·f) denoising steps (x_T side; Flow-GRPO's in-order
+    # timestep_fraction). 1.0 = the paper's. The `-early` variants set 0.5 (issue 22, docs/FIDELITY.md).
+    early_fraction: float = 1.0
     clip_range: float = 1e-4
     adv_clip: float = 5.0
     max_grad_norm: float = 1.0
