@@ -22,6 +22,13 @@ grid's ``seeds`` (default seed 0) and fails when the mean over them leaves ``mea
 or when a point appears or disappears (e.g. a changed evaluation schedule). The settings of every cell
 are stored in the reference; a grid whose settings differ is refused (run ``--update``).
 
+Paired (issue 25, item 7): the reference also keeps every seed's per-image successes (``evals.jsonl``
+``successes``). A checked seed that is also a reference seed is compared image by image with that seed's
+reference run on the same evaluation noises (exact McNemar, ``harness/stats.py``); a point whose images
+moved one way at ``p < paired_alpha`` (default 0.05) fails as ``MOVED (paired)`` even inside the
+tolerance. On the same code, packages and CPU the images are identical (p = 1); float noise from another
+CPU flips a few images both ways, which McNemar does not count as a move.
+
 Exit status: 0 all points within tolerance, 1 a curve moved, 2 a usage or configuration error.
 """
 
@@ -51,6 +58,7 @@ class RegressionOptions:
     reference_seeds: tuple[int, ...] = (0, 1, 2)
     k: float = 3.0
     z_floor: float = 1.0
+    paired_alpha: float = 0.05
 
     def __post_init__(self) -> None:
         from herobench.errors import ConfigError
@@ -59,6 +67,8 @@ class RegressionOptions:
             raise ConfigError("reference_seeds must not be empty")
         if self.k < 0 or self.z_floor < 0:
             raise ConfigError(f"k and z_floor must be >= 0 (got {self.k}, {self.z_floor})")
+        if not 0 <= self.paired_alpha < 1:
+            raise ConfigError(f"paired_alpha must be in [0, 1) (got {self.paired_alpha})")
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,7 @@ class Row:
     tol: float | None
     observed: float | None
     status: str
+    paired: str = ""  # e.g. "+3/-0 p=0.25" (images gained / lost against the same seed's reference run)
 
     @property
     def delta(self) -> float | None:
@@ -126,6 +137,9 @@ def reference_points(seed_runs: Sequence[Mapping[str, Mapping]], k: float, z_flo
         std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
         out[point] = {"mean": mean, "std": std, "tol": tolerance(values, n, k, z_floor), "n": n,
                       "values": values}
+        bits = [r[point].get("bits") for r in seed_runs]
+        if all(isinstance(b, str) for b in bits):
+            out[point]["bits"] = bits  # per reference seed, in reference_seeds order
     return out
 
 
@@ -162,16 +176,55 @@ def compare(reference: Mapping[str, Mapping[str, Mapping]], observed: Mapping[st
     return rows
 
 
+def paired_check(rows: Sequence[Row], reference: Mapping[str, Mapping[str, Mapping]], reference_seeds: Sequence[int],
+                 observed: Mapping[str, Mapping[int, Mapping[str, Mapping]]], alpha: float) -> list[Row]:
+    """``rows`` with the paired comparison filled in (pure).
+
+    Args:
+        rows: :func:`compare`'s rows.
+        reference: ``{cell: {point: {..., "bits": [per reference seed]}}}``.
+        reference_seeds: the seeds the reference's ``bits`` are in the order of.
+        observed: ``{cell: {seed: {point: {"value", "n", "bits"}}}}``.
+        alpha: a point moved when any checked seed's exact McNemar p-value is below it.
+
+    Returns:
+        The rows, each ``ok`` row whose images moved turned ``MOVED (paired)``; points without per-image
+        data on either side keep ``paired = ""``.
+    """
+    from herobench.harness.stats import paired as paired_stats
+    from herobench.harness.evaluate import successes_of
+
+    out = []
+    for row in rows:
+        ref_bits = (reference.get(row.cell, {}).get(row.point) or {}).get("bits") or []
+        notes, moved = [], False
+        for seed, run in sorted(observed.get(row.cell, {}).items()):
+            if seed not in reference_seeds or row.point not in run:
+                continue
+            i = list(reference_seeds).index(seed)
+            a = successes_of({"successes": ref_bits[i]}) if i < len(ref_bits) else None
+            b = successes_of({"successes": run[row.point].get("bits")})
+            if a is None or b is None or len(a) != len(b):
+                continue
+            pr = paired_stats(a, b)
+            notes.append(f"+{pr.gained}/-{pr.lost} p={pr.p:.2g}")
+            moved |= pr.p < alpha
+        status = "MOVED (paired)" if moved and row.status == "ok" else row.status
+        out.append(Row(row.cell, row.point, row.reference, row.tol, row.observed, status, "; ".join(notes)))
+    return out
+
+
 def format_table(rows: Sequence[Row]) -> str:
     """A fixed-width table: cell, point, reference ± tolerance, observed, delta, status."""
     def num(x: float | None, signed: bool = False) -> str:
         return "-" if x is None else (f"{x:+.3f}" if signed else f"{x:.3f}")
 
-    header = f"{'cell':<24} {'point':<22} {'reference':>9} {'± tol':>7} {'observed':>9} {'delta':>7}  status"
+    header = (f"{'cell':<24} {'point':<22} {'reference':>9} {'± tol':>7} {'observed':>9} {'delta':>7}  "
+              f"{'paired (same seed)':<20}  status")
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(f"{r.cell:<24} {r.point:<22} {num(r.reference):>9} {num(r.tol):>7} {num(r.observed):>9} "
-                     f"{num(r.delta, True):>7}  {r.status}")
+                     f"{num(r.delta, True):>7}  {r.paired or '-':<20}  {r.status}")
     return "\n".join(lines)
 
 
@@ -194,6 +247,8 @@ def observe_run(run_dir: str | Path) -> dict[str, dict]:
     for ev in read_jsonl(run_dir / "evals.jsonl"):
         point = f"success/{ev.get('prompt_set', 'eval')}@{int(ev['labels'])}"
         out[point] = {"value": float(ev["success_rate"]), "n": int(ev.get("n", 0))}
+        if isinstance(ev.get("successes"), str):
+            out[point]["bits"] = ev["successes"]
     labels_file = run_dir / "labels.jsonl"
     if labels_file.exists():
         good = [bool(r["good"]) for r in read_jsonl(labels_file) if "good" in r]
@@ -256,16 +311,16 @@ def _default_reference() -> Path:
     return data_dir("results", must_exist=False) / "regression" / "reference.json"
 
 
-def _run_grid(spec, seeds, out: Path, jobs: int, echo) -> dict[str, list[dict]]:
-    """Run the cells for ``seeds``; ``{cell key: [observation per seed]}`` of the cells that finished."""
+def _run_grid(spec, seeds, out: Path, jobs: int, echo) -> dict[str, dict[int, dict]]:
+    """Run the cells for ``seeds``; ``{cell key: {seed: observation}}`` of the cells that finished."""
     from herobench.harness.bench import cells, describe, run_cells
 
     grid_cells = cells(spec, seeds)
     results = run_cells(grid_cells, out, jobs, on_result=lambda r: echo(f"  {describe(r)}"))
-    observed: dict[str, list[dict]] = {}
+    observed: dict[str, dict[int, dict]] = {}
     for cell, result in zip(grid_cells, results):
         if result.status != "failed":
-            observed.setdefault(cell_key(cell.settings), []).append(observe_run(result.path))
+            observed.setdefault(cell_key(cell.settings), {})[cell.settings.seed] = observe_run(result.path)
     return observed
 
 
@@ -285,7 +340,8 @@ def update(spec, grid_path: Path, reference_path: Path, overrides: Sequence[str]
         key = cell_key(cell.settings)
         if key in entries:
             continue
-        runs = observed.get(key, [])
+        by_seed = observed.get(key, {})
+        runs = [by_seed[seed] for seed in opts.reference_seeds if seed in by_seed]
         if len(runs) != len(opts.reference_seeds):
             raise HerobenchError(f"cell {key} failed for some reference seed (see {out / 'failed'}); nothing written")
         entries[key] = {"settings": _settings_without_seed(cell.settings),
@@ -298,7 +354,7 @@ def update(spec, grid_path: Path, reference_path: Path, overrides: Sequence[str]
                  "see herobench/regression.py. Rewrite with `python -m herobench.regression --update`.",
         "grid": _relative(grid_path),
         "overrides": list(overrides),
-        "tolerance": {"k": opts.k, "z_floor": opts.z_floor},
+        "tolerance": {"k": opts.k, "z_floor": opts.z_floor, "paired_alpha": opts.paired_alpha},
         "reference_seeds": list(opts.reference_seeds),
         "model": {"name": grid_cells[0].settings.model, "fingerprint": model_fingerprint(model)},
         "environment": environment_info(),
@@ -351,7 +407,9 @@ def check(spec, reference: dict, out: Path, jobs: int, echo=print) -> list[Row]:
     observed = _run_grid(spec, None, out, jobs, echo)
     wanted = {cell_key(c.settings) for c in grid_cells}
     ref_points = {k: v["points"] for k, v in reference["cells"].items() if k in wanted}
-    return compare(ref_points, {k: mean_observation(v) for k, v in observed.items()})
+    rows = compare(ref_points, {k: mean_observation(list(v.values())) for k, v in observed.items()})
+    alpha = float(reference.get("tolerance", {}).get("paired_alpha", RegressionOptions.paired_alpha))
+    return paired_check(rows, ref_points, reference.get("reference_seeds", []), observed, alpha)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -397,7 +455,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = [r for r in rows if not r.ok]
     if bad:
         cells_moved = sorted({r.cell for r in bad})
-        print(f"\nFAIL: {len(bad)} of {len(rows)} points outside tolerance ({', '.join(cells_moved)})")
+        print(f"\nFAIL: {len(bad)} of {len(rows)} points outside tolerance or moved image by image "
+              f"({', '.join(cells_moved)})")
         return 1
     print(f"\nPASS: {len(rows)} points within tolerance")
     return 0

@@ -16,7 +16,15 @@ from herobench import regression
 from herobench.methods import METHODS
 from herobench.methods.hero import HeroMethod
 from herobench.oracles import ORACLES
-from herobench.regression import Row, binomial_floor, compare, format_table, reference_points, tolerance
+from herobench.regression import (
+    Row,
+    binomial_floor,
+    compare,
+    format_table,
+    paired_check,
+    reference_points,
+    tolerance,
+)
 from herobench.types import Verdict
 
 # ---------------------------------------------------------------------------------- pure functions
@@ -85,7 +93,33 @@ def test_compare_flags_missing_and_unexpected_points_and_cells():
 
 def test_table_shows_reference_tolerance_observed_and_delta():
     line = format_table([Row("hand/hero", "success/eval@64", 0.5, 0.1, 0.35, "MOVED")]).splitlines()[-1]
-    assert line.split()[1:] == ["success/eval@64", "0.500", "0.100", "0.350", "-0.150", "MOVED"]
+    assert line.split()[1:] == ["success/eval@64", "0.500", "0.100", "0.350", "-0.150", "-", "MOVED"]
+
+
+def test_paired_check_fails_a_one_way_move_inside_the_tolerance():
+    """Issue 25, item 7: 8 of 64 images turned bad -> good against the same seed's reference, none the other
+    way (exact McNemar p = 2·0.5^8 = 0.0078): inside a ±0.13 tolerance, but a significant paired move."""
+    ref_bits = ["0" * 32 + "1" * 32, "1" * 64]  # seeds 0 and 1
+    moved = "1" * 8 + "0" * 24 + "1" * 32
+    noisy = "1" * 3 + "0" * 29 + "0" * 3 + "1" * 29  # 3 gained, 3 lost: float noise, not a move
+    reference = {"c": {"success/eval@8": {"mean": 0.5, "tol": 0.13, "bits": ref_bits}}}
+    for bits, status, note in ((moved, "MOVED (paired)", "+8/-0 p=0.0078"), (noisy, "ok", "+3/-3 p=1"),
+                               (ref_bits[0], "ok", "+0/-0 p=1")):
+        rows = compare(reference, {"c": {"success/eval@8": sum(map(int, bits)) / 64}})
+        observed = {"c": {0: {"success/eval@8": {"value": 0.0, "n": 64, "bits": bits}}}}
+        [row] = paired_check(rows, reference, [0, 1], observed, alpha=0.05)
+        assert (row.status, row.paired) == (status, note)
+    # a seed the reference does not have, or a reference without per-image data: nothing to pair
+    rows = compare(reference, {"c": {"success/eval@8": 0.5}})
+    [row] = paired_check(rows, reference, [0, 1], {"c": {7: {"success/eval@8": {"bits": moved}}}}, 0.05)
+    assert (row.status, row.paired) == ("ok", "")
+    bare = {"c": {"success/eval@8": {"mean": 0.5, "tol": 0.13}}}
+    [row] = paired_check(rows, bare, [0, 1], {"c": {0: {"success/eval@8": {"bits": moved}}}}, 0.05)
+    assert (row.status, row.paired) == ("ok", "")
+    # a point already outside the tolerance stays MOVED
+    rows = compare(reference, {"c": {"success/eval@8": 0.9}})
+    [row] = paired_check(rows, reference, [0, 1], {"c": {0: {"success/eval@8": {"bits": moved}}}}, 0.05)
+    assert row.status == "MOVED" and not row.ok
 
 
 # ---------------------------------------------------------------------------------- end to end
@@ -168,6 +202,7 @@ def test_regression_passes_on_the_same_code_and_catches_a_perturbed_method(
     hero = stored["cells"]["hand/hero"]["points"]
     assert set(hero) == {"success/eval@0", "success/eval@4", "success/eval@8", "good_rate"}
     assert 0.2 < hero["success/eval@0"]["mean"] < 0.8  # the threshold makes the rule informative
+    assert [len(b) for b in hero["success/eval@8"]["bits"]] == [32, 32]  # per seed, per image
     capsys.readouterr()
 
     assert regression.main(args) == 0
@@ -178,7 +213,7 @@ def test_regression_passes_on_the_same_code_and_catches_a_perturbed_method(
     assert regression.main(args) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and "hand/hero" in out.split("FAIL")[1] and "hand/pretrained" not in out.split("FAIL")[1]
-    moved = [line for line in out.splitlines() if line.endswith("MOVED")]
+    moved = [line for line in out.splitlines() if "MOVED" in line]
     assert moved and all(line.startswith("hand/hero") for line in moved)
 
 

@@ -63,3 +63,30 @@ def test_stratified_bootstrap_interval_contains_the_estimate_and_is_seeded():
     assert (lo, hi) == stratified_bootstrap_ci(stat, [runs], reps=500, seed=1)
     # a task with one run cannot vary: the interval of its mean is a point
     assert stratified_bootstrap_ci(stat, [[[0.3]]], reps=50) == (0.3, 0.3)
+
+
+def test_binomial_two_sided_stays_finite_beyond_1023_trials():
+    # 2.0 ** 1100 overflows a float: the tail is summed in log space
+    assert binom_two_sided(550, 1100) == 1.0
+    assert 0 < binom_two_sided(480, 1100) < 1e-4
+
+
+def test_mcnemar_power_by_hand_and_by_simulation():
+    import random
+
+    from herobench.harness.stats import mcnemar_power
+
+    # n = 5, only gains at rate 1: all 5 images gained, p = 2·0.5^5 = 0.0625 > 0.05 -> never significant
+    assert mcnemar_power(5, 1.0, 0.0) == 0.0
+    # n = 6, gain 1: p = 2·0.5^6 = 0.03125 -> always significant
+    assert mcnemar_power(6, 1.0, 0.0) == pytest.approx(1.0)
+    assert mcnemar_power(100, 0.0, 0.0) == 0.0
+    # against a simulation of the same model (gain 0.15, loss 0.05, 128 images)
+    rng, hits, reps = random.Random(0), 0, 4000
+    for _ in range(reps):
+        u = [rng.random() for _ in range(128)]
+        g, lo = sum(x < 0.15 for x in u), sum(0.15 <= x < 0.20 for x in u)
+        hits += binom_two_sided(g, g + lo) < 0.05
+    assert mcnemar_power(128, 0.15, 0.05) == pytest.approx(hits / reps, abs=0.025)
+    with pytest.raises(ValueError):
+        mcnemar_power(10, 0.7, 0.5)

@@ -94,6 +94,63 @@ def per_image(verdicts: Sequence[Verdict]) -> dict[str, str | list[float]]:
     }
 
 
+def _leaves(attrs: dict, prefix: str = "") -> dict[str, str | int | bool]:
+    """The categorical leaves of an oracle's ``attrs`` (nested dicts flattened as ``a.b``; a list of strings
+    as its sorted composition); floats and other lists are left out (a continuous value has no useful
+    entropy over 128 images)."""
+    out: dict[str, str | int | bool] = {}
+    for key, value in attrs.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out |= _leaves(value, name + ".")
+        elif isinstance(value, str | int | bool) and key not in ("readable", "what"):
+            out[name] = value
+        elif isinstance(value, list) and value and all(isinstance(x, str) for x in value):
+            out[name] = "|".join(sorted(value))  # a composition (e.g. the roses' colours), order-free
+    return out
+
+
+def attribute_entropy(verdicts: Sequence[Verdict]) -> dict[str, float]:
+    """Per categorical attribute the oracle parsed (colours, counts, layouts …), the Shannon entropy in
+    bits of its values over the readable images: the world's own measure of diversity. A method that wins
+    by collapsing onto one colour or count shows an entropy falling to 0 beside its success."""
+    leaves = [_leaves(v.attrs) for v in verdicts if v.readable]
+    names = sorted({name for leaf in leaves for name in leaf})
+    out = {}
+    for name in names:
+        values = [leaf[name] for leaf in leaves if name in leaf]
+        counts = torch.tensor([values.count(u) for u in dict.fromkeys(values)], dtype=torch.float64)
+        p = counts / counts.sum()
+        out[name] = round(float(-(p * p.log2()).sum()) + 0.0, 4)
+    return out
+
+
+def pixel_diversity(images: torch.Tensor, prompts: Sequence[str]) -> float:
+    """Mean pairwise RMS pixel distance between the images of the same prompt (``images`` N×3×H×W in
+    [0, 1]), averaged over prompts weighted by their pairs; 0 when every image of a prompt is the same.
+    NaN when no prompt has two images."""
+    flat = images.detach().to("cpu", torch.float64).flatten(1)
+    total, pairs = 0.0, 0
+    for prompt in dict.fromkeys(prompts):
+        idx = [i for i, q in enumerate(prompts) if q == prompt]
+        if len(idx) < 2:
+            continue
+        d = torch.cdist(flat[idx], flat[idx]) / flat.shape[1] ** 0.5
+        total += float(d.triu(1).sum())
+        pairs += len(idx) * (len(idx) - 1) // 2
+    return round(total / pairs, 6) if pairs else float("nan")
+
+
+def guard_metrics(images: torch.Tensor, prompts: Sequence[str], verdicts: Sequence[Verdict]) -> dict:
+    """Diversity guards reported beside success (issue 25): ``pixel_diversity`` (:func:`pixel_diversity`)
+    and ``attr_entropy`` (:func:`attribute_entropy`, a dict; its mean over attributes as
+    ``attr_entropy_mean``). Quality is ``summarise``'s ``unreadable_rate``."""
+    entropy = attribute_entropy(verdicts)
+    mean = round(sum(entropy.values()) / len(entropy), 4) if entropy else float("nan")
+    return {"pixel_diversity": pixel_diversity(images, prompts), "attr_entropy": entropy,
+            "attr_entropy_mean": mean}
+
+
 def successes_of(row: dict) -> list[bool] | None:
     """The per-image successes of an ``evals.jsonl`` row; None for rows written before they were recorded."""
     bits = row.get("successes")

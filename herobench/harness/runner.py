@@ -35,7 +35,7 @@ from herobench.core.lora import load_lora, save_lora
 from herobench.core.pipeline import check_device, check_model_folder, load_components
 from herobench.core.policy_gradient import process_share, process_shares
 from herobench.errors import FileSystemError, HerobenchError, errno_in_text
-from herobench.harness.evaluate import eval_noise, per_image, summarise
+from herobench.harness.evaluate import eval_noise, guard_metrics, per_image, summarise
 from herobench.harness.ledger import FeedbackLedger
 from herobench.harness.rater import SimulatedRater
 from herobench.harness.runlog import (
@@ -331,7 +331,7 @@ class Run:
             shown = self.method.eval_prompts(prompts, self.task)
             noise = eval_noise(es.n_images, self.gen.latent_shape, es.seed + EVAL_SEED_OFFSET)
             noise = self.method.eval_noise(noise)
-            verdicts = []
+            verdicts, images = [], []
             for i in range(0, es.n_images, es.batch_size):
                 sl = slice(i, i + es.batch_size)
                 rng = torch.Generator().manual_seed(es.seed + i)
@@ -339,11 +339,13 @@ class Run:
                 # the judge sees the task prompt (what success means), not the enhanced wording
                 if self.main:
                     verdicts += self.eval_oracle.judge(ro.images, prompts[sl])
+                    images.append(ro.images.cpu())
             if not self.main:
                 continue
             row = {"labels": self.labels_done, "iteration": self.iteration, "prompt_set": name,
                    **summarise(verdicts), "reasons": _reason_counts(verdicts),
-                   "per_prompt": _per_prompt_counts(prompts, verdicts), **per_image(verdicts)}
+                   "per_prompt": _per_prompt_counts(prompts, verdicts), **per_image(verdicts),
+                   **guard_metrics(torch.cat(images), prompts, verdicts)}
             append_jsonl(self.dir.evals, row)
             rows.append(row)
         self._time("evaluation", t0)

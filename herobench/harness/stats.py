@@ -22,8 +22,16 @@ def binom_two_sided(k: int, n: int) -> float:
     if n == 0:
         return 1.0
     lo = min(k, n - k)
-    tail = sum(math.comb(n, i) for i in range(lo + 1)) / 2.0**n
+    tail = sum(_binom_pmf(i, n, 0.5) for i in range(lo + 1))  # in log space: 2**n overflows beyond n = 1023
     return min(1.0, 2.0 * tail) if 2 * lo != n else 1.0
+
+
+def _binom_pmf(k: int, n: int, p: float) -> float:
+    """``P(Bin(n, p) = k)``, through log-gamma so that large ``n`` neither overflows nor loses precision."""
+    if p in (0.0, 1.0):
+        return float(k == (n if p == 1.0 else 0))
+    log = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * math.log(p) + (n - k) * math.log1p(-p)
+    return math.exp(log)
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,28 @@ def paired(a: Sequence[bool], b: Sequence[bool]) -> Paired:
     n = len(a)
     return Paired(n, sum(map(bool, a)) / n, sum(map(bool, b)) / n, gained, lost,
                   binom_two_sided(gained, gained + lost))
+
+
+def mcnemar_power(n: int, gain: float, loss: float, alpha: float = 0.05) -> float:
+    """Power of the exact McNemar test (:func:`paired`) at level ``alpha`` on ``n`` paired images, when each
+    image independently turns bad → good with probability ``gain`` and good → bad with ``loss`` (the
+    success difference is ``gain − loss``; ``loss`` is the churn a finetuned model has anyway). Exact:
+    the discordant count ``D ~ Bin(n, gain + loss)``, the gains given ``D`` ``~ Bin(D, gain / (gain + loss))``."""
+    if n < 0 or gain < 0 or loss < 0 or gain + loss > 1:
+        raise ValueError(f"need n >= 0 and gain, loss >= 0 with gain + loss <= 1 (got {n}, {gain}, {loss})")
+    d_rate = gain + loss
+    if d_rate == 0:
+        return 0.0
+    q = gain / d_rate
+    power = 0.0
+    for d in range(n + 1):
+        p_d = _binom_pmf(d, n, d_rate)
+        if p_d < 1e-15:
+            continue
+        # the rejection region is symmetric and its edges move monotonically: gains <= c or >= d - c
+        c = max((k for k in range(d // 2 + 1) if binom_two_sided(k, d) < alpha), default=-1)
+        power += p_d * sum(_binom_pmf(k, d, q) for k in range(d + 1) if k <= c or k >= d - c)
+    return power
 
 
 # ------------------------------------------------------------------------------------------ seed aggregates

@@ -1,0 +1,63 @@
+"""Guard metrics beside success (issue 25, item 3): diversity of the evaluation images in pixels and in the
+world's own attributes, so that a method that wins by collapsing shows it in the same row."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from test_runner import settings, tiny_world  # noqa: F401 - fixture
+
+from herobench.harness.evaluate import attribute_entropy, guard_metrics, pixel_diversity
+from herobench.harness.runlog import read_jsonl
+from herobench.harness.runner import run
+from herobench.types import Verdict
+
+
+def _v(readable=True, **attrs) -> Verdict:
+    return Verdict(success=False, score=0.0, reason="r", readable=readable, attrs=attrs)
+
+
+def test_attribute_entropy_by_hand():
+    verdicts = [_v(colour="blue", counts={"rose": 2}), _v(colour="red", counts={"rose": 2}),
+                _v(colour="blue", counts={"rose": 3}), _v(colour="green", counts={"rose": 2}),
+                _v(readable=False, colour="black")]  # an unreadable image does not count
+    h = attribute_entropy(verdicts)
+    assert h["colour"] == pytest.approx(1.5, abs=1e-4)  # blue ½, red ¼, green ¼
+    p = torch.tensor([0.75, 0.25])
+    assert h["counts.rose"] == pytest.approx(float(-(p * p.log2()).sum()), abs=1e-4)
+    # a collapsed evaluation: every image the same colour and count
+    assert attribute_entropy([_v(colour="blue", counts={"rose": 2})] * 4) == {"colour": 0.0, "counts.rose": 0.0}
+    # floats and lists of numbers are not categories; a list of strings is its composition
+    assert attribute_entropy([_v(size=0.3, boxes=[1, 2]), _v(size=0.4, boxes=[3])]) == {}
+    assert attribute_entropy([_v(colours=["red", "blue"]), _v(colours=["blue", "red"])]) == {"colours": 0.0}
+
+
+def test_pixel_diversity_by_hand():
+    a, b = torch.zeros(3, 4, 4), torch.ones(3, 4, 4)
+    # same prompt: one pair at RMS distance 1; the lone image of prompt "q" has no pair
+    assert pixel_diversity(torch.stack([a, b, a]), ["p", "p", "q"]) == pytest.approx(1.0)
+    assert pixel_diversity(torch.stack([a, a, a]), ["p", "p", "p"]) == 0.0  # collapsed
+    half = torch.full((3, 4, 4), 0.5)
+    # pairs (a,b) 1, (a,half) 0.5, (b,half) 0.5 -> mean 2/3
+    assert pixel_diversity(torch.stack([a, b, half]), ["p"] * 3) == pytest.approx(2 / 3, abs=1e-6)
+    assert math.isnan(pixel_diversity(torch.stack([a, b]), ["p", "q"]))
+
+
+def test_guard_metrics_mean_over_attributes():
+    g = guard_metrics(torch.rand(2, 3, 4, 4), ["p", "p"], [_v(colour="a", n=1), _v(colour="b", n=1)])
+    assert g["attr_entropy"] == {"colour": 1.0, "n": 0.0} and g["attr_entropy_mean"] == 0.5
+    assert g["pixel_diversity"] > 0
+
+
+def test_every_evaluation_row_has_its_guards(tiny_world, tmp_path):  # noqa: F811
+    path, _ = run(settings(tiny_world, task="counting", method="pretrained", budget_labels=0), out=tmp_path,
+                  progress=False)
+    for e in read_jsonl(path / "evals.jsonl"):
+        assert e["pixel_diversity"] > 0 and isinstance(e["attr_entropy"], dict)
+        readable = round(e["n"] * (1 - e["unreadable_rate"]))
+        assert bool(e["attr_entropy"]) == (readable > 0)  # counts of cups, apples ... on readable images
+        if readable:
+            assert e["attr_entropy_mean"] == pytest.approx(sum(e["attr_entropy"].values()) / len(e["attr_entropy"]),
+                                                           abs=1e-4)
