@@ -85,6 +85,22 @@ def sft_gradient(gen, rollout, good: torch.Tensor, params, seed: int, draws: int
     return out
 
 
+def analytic_weights(scheduler, eta: float) -> torch.Tensor:
+    """Per step the squared log-prob gradient factor ``(|∂μ/∂out| / σ_t)²`` of the sampler alone (autograd
+    through ``core.ddim.ddim_step_mean``), normalised to shares: what the gradient's split would be if the
+    UNet's output Jacobian did not depend on t (the audit's analytic estimate)."""
+    from herobench.core.ddim import ddim_step_mean
+
+    r = []
+    for t in scheduler.timesteps:
+        out = torch.zeros(1, 1, 1, 1, dtype=torch.float64, requires_grad=True)
+        mean, std = ddim_step_mean(scheduler, out, t, torch.zeros(1, 1, 1, 1, dtype=torch.float64), eta)
+        (grad,) = torch.autograd.grad(mean.sum(), out)
+        r.append((float(grad) / float(std)) ** 2)
+    w = torch.tensor(r, dtype=torch.float64)
+    return w / w.sum()
+
+
 def anatomy(model: Path | None, task: str, profile: str | None, batches: int, batch_size: int, seed: int) -> dict:
     from herobench.paths import glyphworld_model_dir
 
@@ -116,6 +132,7 @@ def anatomy(model: Path | None, task: str, profile: str | None, batches: int, ba
     cut = [g[:-3].sum(0) for g in steps]
     pairs = list(itertools.combinations(range(batches), 2))
     timesteps = gen.scheduler.timesteps.tolist()
+    analytic = analytic_weights(gen.scheduler, gen.sampler.eta)
     return {
         "task": task,
         "profile": profile,
@@ -126,8 +143,12 @@ def anatomy(model: Path | None, task: str, profile: str | None, batches: int, ba
         "batch_size": batch_size,
         "good_rate": sum(good_rates) / len(good_rates),
         "per_step": [{"step": k, "t": int(timesteps[k]), "share": float(share[k]),
+                      "analytic_share": float(analytic[k]),
                       "norm": float(torch.stack([g[k].norm() for g in steps]).mean())} for k in range(n_steps)],
         "high_noise_share": float(share[:half].sum()),
+        # the sampler's own split (t-independent Jacobian); measured / analytic = how the LoRA's output
+        # Jacobian grows with t
+        "analytic_high_noise_share": float(analytic[:half].sum()),
         "last2_share": float(share[-2:].sum()),
         "cos_between_batches": sum(cosine(whole[i], whole[j]) for i, j in pairs) / max(1, len(pairs)),
         "cos_between_batches_first_half": sum(cosine(first[i], first[j]) for i, j in pairs) / max(1, len(pairs)),
@@ -158,17 +179,20 @@ def main() -> None:
     print(f"{r['task']} ({r['prediction_type']}, {r['sampler']['steps']} steps, eta {r['sampler']['eta']}, "
           f"CFG {r['sampler']['guidance_scale']}), {r['batches']} batches of {r['batch_size']}, "
           f"good rate {r['good_rate']:.3f}")
-    print(f"{'step':>4} {'t':>5} {'share':>7} {'norm':>10}")
+    print(f"{'step':>4} {'t':>5} {'share':>7} {'analytic':>8} {'ratio':>6} {'norm':>10}")
     for row in r["per_step"]:
-        print(f"{row['step']:>4} {row['t']:>5} {row['share']:>7.3f} {row['norm']:>10.3e}")
-    for key in ("high_noise_share", "last2_share", "cos_between_batches", "cos_between_batches_first_half",
+        ratio = row["share"] / row["analytic_share"] if row["analytic_share"] > 0 else math.nan
+        print(f"{row['step']:>4} {row['t']:>5} {row['share']:>7.3f} {row['analytic_share']:>8.3f} {ratio:>6.2f} "
+              f"{row['norm']:>10.3e}")
+    for key in ("high_noise_share", "analytic_high_noise_share", "last2_share", "cos_between_batches", "cos_between_batches_first_half",
                 "cos_sft_between_batches", "cos_pg_sft", "cos_pg_sft_first_half", "high_noise_share_excl_last3",
                 "cos_between_batches_excl_last3", "cos_pg_sft_excl_last3"):
         value = r[key]
         print(f"{key:<32} {value:.3f}" if math.isfinite(value) else f"{key:<32} nan")
     if args.json:
         print(json.dumps({k: v for k, v in r.items() if k != "per_step"} | {"per_step_share": [
-            round(row["share"], 5) for row in r["per_step"]]}))
+            round(row["share"], 5) for row in r["per_step"]], "per_step_analytic_share": [
+            round(row["analytic_share"], 5) for row in r["per_step"]]}))
 
 
 if __name__ == "__main__":
