@@ -4,6 +4,8 @@ Each run folder contributes its ``config.json`` (``{"settings": {"task", "method
 ``evals.jsonl`` lines (``{"labels", "iteration", "prompt_set", "success_rate", "lo", "hi", "n", ...}``).
 Curves are grouped by ``(task, model, profile, prompt_set, method)``: results on different backends, for
 different rater profiles (mountain's green/snowy raters) or prompt sets are never averaged together.
+Which folders are used (one run per seed; skipped folders named) is ``report_runs.py``; the plots are
+``plots.py``. Tables are written at the label budgets the runs recorded, never at a fixed count.
 """
 
 from __future__ import annotations
