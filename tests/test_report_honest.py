@@ -88,6 +88,8 @@ def test_every_skipped_folder_is_named_with_its_reason(tmp_path):
     broken = RunDir(runs / "hand-d3po-s0").create()
     broken.config_json.write_text("{not json")
     killed = make_run(runs, "hand-hero-s1", seed=1, curve=[(0, 0.1)], budget=64, complete=False)
+    torn = make_run(runs, "hand-hero-s2", seed=2)
+    RunDir(torn).evals.write_text('{"labels": 0, "success_rate": 0.1}\n{"labels": 64}\n')
     res = CliRunner().invoke(main, ["report", *sorted(str(p) for p in runs.iterdir())])
     assert res.exit_code == 0, res.output
     notes = [line for line in res.output.splitlines() if not line.startswith("wrote ")]
@@ -97,6 +99,7 @@ def test_every_skipped_folder_is_named_with_its_reason(tmp_path):
         f"skipped {broken.path}: {broken.config_json}: not a valid run config (JSONDecodeError: Expecting "
         "property name enclosed in double quotes: line 1 column 2 (char 1))",
         f"skipped {empty.path}: no evaluations yet (no evals.jsonl lines)",
+        f"skipped {torn}: {RunDir(torn).evals}: line 2 lacks 'labels' or 'success_rate'",
         f"incomplete: {killed} (incomplete, 0 of 64 labels) has no summary.json (stopped or still running); "
         "its evaluations so far are used",
     ]
