@@ -195,13 +195,25 @@ def validate_cmd(task: str) -> None:
 
 @main.command("report")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=Path("report"), show_default=True)
-@click.option("--target", "targets", type=float, multiple=True, help="success rate for 'labels to reach' (repeatable)")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="report folder [default: <the folder holding the runs>/report, e.g. runs/report]")
+@click.option("--target", "targets", type=float, multiple=True,
+              help="success rate for labels_to_target.csv (repeatable; the first is drawn on the plots): the "
+                   "labels at which each curve first crosses it from below, mean over seeds with a bootstrap "
+                   "interval (none from one seed)")
 def report_cmd(run_dirs, out, targets):
-    """Merge run folders into a tidy table (CSV) and success-vs-labels plots (PNG)."""
+    """Merge run folders into a tidy table (CSV), tables.md and success-vs-labels plots (PNG).
+
+    One run per seed: folders holding the same task, method and seed (a re-run makes hand-hero-s0-2) are
+    duplicates; the one that got furthest (complete, then most labels, then newest) is used and the others
+    are named as left out; duplicates whose settings differ in more than the budget are refused. A file, a
+    folder without config.json or evaluations, or an unreadable one is skipped with a line saying why;
+    those lines are also at the end of tables.md. tables.md has one table per label budget the runs
+    recorded; † marks a seed that stopped before its own budget.
+    """
     from herobench.harness.report import write_report
 
-    written = write_report(list(run_dirs), out, targets=tuple(targets))
+    written = write_report(list(run_dirs), out, targets=tuple(targets), echo=lambda m: click.echo(m, err=True))
     for p in written.values():
         click.echo(f"wrote {p}")
 

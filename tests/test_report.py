@@ -115,15 +115,17 @@ def test_labels_to_target_with_bootstrap_ci(runs):
     t2 = labels_to_target(df, 0.65)
     hero2 = t2[t2.method == "hero"].iloc[0]
     assert hero2.n_reached == 1 and math.isnan(hero2.labels_mean)  # not every seed got there
-    t3 = labels_to_target(df, 0.1)
-    assert t3[t3.method == "hero"].iloc[0][["labels_mean", "ci_lo", "ci_hi"]].tolist() == [0.0, 0.0, 0.0]
+    t3 = labels_to_target(df, 0.1)  # both seeds start at 0.1: nothing was learned to get there
+    hero3 = t3[t3.method == "hero"].iloc[0]
+    assert (hero3.n_reached, math.isnan(hero3.labels_mean), math.isnan(hero3.ci_lo)) == (0, True, True)
+    assert hero3.note == "2 of 2 run(s) started at or above it"
 
 
 def test_write_report(runs, tmp_path):
     written = write_report(iter(runs), tmp_path / "report", targets=[0.5])  # any iterable, read twice
     assert {"runs.csv", "curves.csv", "curves_hand.png", "labels_to_target.csv", "tables.md"} <= set(written)
     assert "prompts.csv" not in written  # these runs recorded no per-prompt counts
-    assert "## At 512 labels" in written["tables.md"].read_text()
+    assert "## At 192 labels" in written["tables.md"].read_text()  # the runs' own budget, not a fixed 512
     assert len(pd.read_csv(written["runs.csv"])) == 9
     assert len(pd.read_csv(written["curves.csv"])) == 5
     assert written["curves_hand.png"].read_bytes()[:4] == b"\x89PNG"

@@ -4,25 +4,27 @@ Each run folder contributes its ``config.json`` (``{"settings": {"task", "method
 ``evals.jsonl`` lines (``{"labels", "iteration", "prompt_set", "success_rate", "lo", "hi", "n", ...}``).
 Curves are grouped by ``(task, model, profile, prompt_set, method)``: results on different backends, for
 different rater profiles (mountain's green/snowy raters) or prompt sets are never averaged together.
+Which folders are used (one run per seed; skipped folders named) is ``report_runs.py``; the plots are
+``plots.py``. Tables are written at the label budgets the runs recorded, never at a fixed count.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
-import json
-from collections.abc import Iterable, Sequence
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from herobench.errors import HerobenchError, UnknownNameError
-from herobench.harness.runlog import RunDir, iter_jsonl_lines
+from herobench.harness.plots import curves_figure, plot_curves  # noqa: F401 (re-exported)
+from herobench.harness.report_runs import CURVE_KEYS, PANEL_KEYS, Selection, read_run, select_runs  # noqa: F401
 from herobench.harness.stats import binom_two_sided, paired
 
-PANEL_KEYS = ["task", "model", "profile", "prompt_set"]
-CURVE_KEYS = [*PANEL_KEYS, "method"]
 RUN_COLUMNS = [
     "run", "path", "task", "method", "seed", "model", "profile", "budget_labels",
     "labels", "iteration", "prompt_set", "success_rate", "lo", "hi", "n_images",
@@ -34,50 +36,7 @@ PROMPT_COLUMNS = [
 ]  # fmt: skip
 
 
-def _read_run(path: Path) -> tuple[dict, list[tuple[int, dict]]]:
-    """A run's identity (``run``, ``task``, ``method``, ``seed``, ...) and its ``evals.jsonl`` lines."""
-    run = RunDir(path)
-    if not run.path.is_dir():
-        raise HerobenchError(f"not a run folder: {path} (no such folder)")
-    if not run.is_run():
-        raise HerobenchError(f"not a run folder: {path} (no config.json)")
-    try:
-        config = json.loads(run.config_json.read_text(encoding="utf-8"))
-        settings = config["settings"]
-        base = {
-            "run": run.path.name,
-            "path": str(run.path),
-            "task": str(settings["task"]),
-            "method": str(settings["method"]),
-            "seed": int(settings.get("seed", 0)),
-            "model": str(settings.get("model", "glyphworld")),
-            # the runner records the profile it resolved (a task without "default" uses its first one)
-            "profile": str(
-                (config.get("oracle") or {}).get("profile")
-                or (settings.get("rater") or {}).get("profile", "default")
-            ),
-            "budget_labels": settings.get("budget_labels"),
-            # what makes two runs' evaluation images the same images (paired comparisons)
-            "eval_key": json.dumps([settings.get("eval"), config.get("sampler"), str(config.get("model")),
-                                    bool((config.get("method") or {}).get("custom_eval_noise"))],
-                                   sort_keys=True, default=str),
-        }
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
-        raise HerobenchError(f"{run.config_json}: not a valid run config ({type(e).__name__}: {e})") from None
-    if not run.evals.exists():
-        return base, []
-    lines, _torn = iter_jsonl_lines(run.evals)
-    for number, ev in lines:
-        if not isinstance(ev, dict) or "labels" not in ev or "success_rate" not in ev:
-            raise HerobenchError(f"{run.evals}: line {number} lacks 'labels' or 'success_rate'")
-        labels, rate = ev["labels"], ev["success_rate"]
-        # (JSON allows "NaN", strings and floats where the runner writes a label count and a rate)
-        if isinstance(labels, bool) or not isinstance(labels, int) or not 0 <= labels <= 2**53:
-            raise HerobenchError(f"{run.evals}: line {number}: 'labels' must be a label count, got {labels!r:.40}")
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
-            raise HerobenchError(f"{run.evals}: line {number}: 'success_rate' must be a number in [0, 1], "
-                                 f"got {rate!r:.40}")
-    return base, lines
+_read_run = read_run  # (the name the tests and older callers use)
 
 
 Parsed = list[tuple[dict, list[tuple[int, dict]]]]  # what _read_run returns, per run
@@ -298,79 +257,57 @@ def curve_table(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def plot_curves(df: pd.DataFrame, path: str | Path, title: str | None = None) -> Path:
-    """PNG of success rate vs labels: one panel per ``(task, model, profile, prompt_set)``, one line per
-    method (mean over seeds, min–max band). A method evaluated at a single label count (a baseline
-    that does not learn) is drawn as a dashed horizontal line."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend state (Agg via savefig)
-
-    table = curve_table(df)
-    if table.empty:
-        raise HerobenchError("no evaluations to plot")
-    panels = list(table.groupby(PANEL_KEYS, sort=True))
-    methods = sorted(table["method"].unique())
-    colours = {m: f"C{i % 10}" for i, m in enumerate(methods)}
-    ncols = min(3, len(panels))
-    nrows = -(-len(panels) // ncols)
-    fig = Figure(figsize=(5.0 * ncols, 3.6 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, (key, panel) in zip(axes, panels):
-        xmax = max(float(panel["labels"].max()), 1.0)
-        for method, curve in panel.groupby("method", sort=True):
-            n_runs = int(curve["n_runs"].max())
-            label = f"{method} (n={n_runs})"
-            if len(curve) == 1:
-                ax.axhline(float(curve["mean"].iloc[0]), ls="--", color=colours[method], label=label)
-                continue
-            ax.plot(curve["labels"], curve["mean"], marker="o", ms=3, color=colours[method], label=label)
-            ax.fill_between(curve["labels"], curve["min"], curve["max"], color=colours[method], alpha=0.2)
-        ax.set_xlim(0, xmax * 1.02)
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("labels (feedback)")
-        ax.set_ylabel("success rate")
-        ax.set_title(" / ".join(str(k) for k in key if k not in ("default", "eval")), fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    for ax in axes[len(panels) :]:
-        ax.set_visible(False)
-    if title:
-        fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, format="png")
-    return path
-
-
 def first_reach(df: pd.DataFrame, target: float) -> pd.DataFrame:
-    """Per run (and prompt set): the first evaluated label count whose success rate is >= ``target``
-    (NaN when never reached). Resolution is the evaluation interval."""
+    """Per run (and prompt set): where its curve crosses ``target``.
+
+    ``labels_to_target`` is the first evaluated label count with success >= ``target`` *after* the run's
+    first evaluation was below it (resolution: the evaluation interval); NaN otherwise. ``status`` says why:
+    ``"crossed"``, ``"never"`` (always below), ``"at start"`` (its first evaluation is already at or above
+    the target: nothing was learned to get there) or ``"one point"`` (a single evaluation: no curve)."""
     rows = []
     for (_path, prompt_set), run in df.groupby(["path", "prompt_set"], sort=True):
         run = run.sort_values("labels")
-        hit = run.loc[run["success_rate"] >= target, "labels"]
         first = run.iloc[0]
-        rows.append(
-            {
-                **{k: first[k] for k in ("run", "path", *CURVE_KEYS, "seed")},
-                "prompt_set": prompt_set,
-                "labels_to_target": float(hit.iloc[0]) if len(hit) else np.nan,
-            }
-        )
-    return pd.DataFrame(rows, columns=["run", "path", *CURVE_KEYS, "seed", "labels_to_target"])
+        rates, labels = run["success_rate"].to_numpy(float), run["labels"].to_numpy(int)
+        value, status = np.nan, "never"
+        if len(run) == 1:
+            status = "one point"
+        elif rates[0] >= target:
+            status = "at start"
+        elif (rates >= target).any():
+            value, status = float(labels[int(np.argmax(rates >= target))]), "crossed"
+        rows.append({**{k: first[k] for k in ("run", "path", *CURVE_KEYS, "seed")}, "prompt_set": prompt_set,
+                     "labels_to_target": value, "status": status})
+    return pd.DataFrame(rows, columns=["run", "path", *CURVE_KEYS, "seed", "labels_to_target", "status"])
+
+
+TARGET_COLUMNS = [*CURVE_KEYS, "target", "n_runs", "n_reached", "labels_mean", "ci_lo", "ci_hi", "note"]
+
+
+def _target_note(statuses: list[str], reached: int) -> str:
+    """Why a labels-to-target row has no value or no interval (empty when it has both)."""
+    n = len(statuses)
+    if reached == n:
+        return "one seed: no interval" if n == 1 else ""
+    counts = {s: statuses.count(s) for s in ("never", "at start", "one point") if s in statuses}
+    words = {"never": "never reached it", "at start": "started at or above it",
+             "one point": "had a single evaluation (no curve)"}
+    return "; ".join(f"{k} of {n} run(s) {words[s]}" for s, k in counts.items())
 
 
 def labels_to_target(
     df: pd.DataFrame, target: float, n_boot: int = 2000, ci: float = 0.95, seed: int = 0
 ) -> pd.DataFrame:
-    """Labels each method needs to reach ``target`` success, mean over seeds with a bootstrap CI.
+    """Labels each method needs for its curve to cross ``target`` success (:func:`first_reach`), mean over
+    seeds with a bootstrap interval over seeds.
 
-    The CI resamples runs (seeds) with replacement ``n_boot`` times (seeded: reproducible). When some
-    run never reaches the target, the mean is undefined and reported as NaN; ``n_reached`` says how
-    many runs did.
+    A value only where every run's curve crossed the target (else ``labels_mean`` is NaN and ``note`` says
+    how many never reached it or started above it). The interval resamples runs (seeds) with replacement
+    ``n_boot`` times (seeded: reproducible); with one seed there is none (NaN, ``note`` = "one seed: no
+    interval"): one noisy evaluation is no interval.
 
     Returns:
-        Columns ``task, model, profile, prompt_set, method, target, n_runs, n_reached, labels_mean,
-        ci_lo, ci_hi``.
+        Columns :data:`TARGET_COLUMNS`.
     """
     per_run = first_reach(df, target)
     rng = np.random.default_rng(seed)
@@ -378,25 +315,17 @@ def labels_to_target(
     rows = []
     for key, group in per_run.groupby(CURVE_KEYS, sort=True):
         values = group["labels_to_target"].to_numpy(dtype=float)
-        reached = int(np.isfinite(values).sum())
+        reached = int((group["status"] == "crossed").sum())
         mean = lo = hi = np.nan
         if reached == len(values):
             mean = float(values.mean())
-            boot = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
-            lo, hi = (float(q) for q in np.quantile(boot, [alpha, 1 - alpha]))
-        rows.append(
-            {
-                **dict(zip(CURVE_KEYS, key)),
-                "target": target,
-                "n_runs": len(values),
-                "n_reached": reached,
-                "labels_mean": mean,
-                "ci_lo": lo,
-                "ci_hi": hi,
-            }
-        )
-    cols = [*CURVE_KEYS, "target", "n_runs", "n_reached", "labels_mean", "ci_lo", "ci_hi"]
-    return pd.DataFrame(rows, columns=cols)
+            if len(values) > 1:
+                boot = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
+                lo, hi = (float(q) for q in np.quantile(boot, [alpha, 1 - alpha]))
+        rows.append({**dict(zip(CURVE_KEYS, key)), "target": target, "n_runs": len(values), "n_reached": reached,
+                     "labels_mean": mean, "ci_lo": lo, "ci_hi": hi,
+                     "note": _target_note(group["status"].tolist(), reached)})
+    return pd.DataFrame(rows, columns=TARGET_COLUMNS)
 
 
 # row order of the paper-style tables (HERO's Table 2 lists baselines first); other methods follow by name
@@ -414,36 +343,59 @@ def _method_trains(name: str) -> bool:
         return True
 
 
+def _own_budget(run: pd.DataFrame) -> float | None:
+    """A run's own label budget: the recorded one for a method that spends labels (its last evaluated
+    label count when none was recorded); None for a run that spends none (a baseline, or budget 0)."""
+    first = run.iloc[0]
+    if not _method_trains(str(first["method"])):
+        return None
+    budget = pd.to_numeric(first["budget_labels"], errors="coerce")
+    budget = float(budget) if np.isfinite(budget) else float(run["labels"].max())
+    return budget if budget > 0 else None
+
+
+VALUE_COLUMNS = [*CURVE_KEYS, "seed", "labels", "success_rate", "short", "budget", "last_labels"]
+
+
 def value_at(df: pd.DataFrame, at_labels: int) -> pd.DataFrame:
     """Per run and prompt set: the success rate at the last evaluation with at most ``at_labels`` labels.
-    ``short`` is True when a run that spends labels (a training method, budget > 0) stopped before
-    ``at_labels``."""
+
+    A run that spends labels and finished a budget below ``at_labels`` is left out (it belongs to its own
+    budget's table). ``short`` is True when the run stopped before its own recorded budget and before
+    ``at_labels`` (killed, or still running): its last point is used. A run that spends no labels is shown
+    at its single evaluation and is never short. ``budget`` (NaN for those) and ``last_labels`` (its last
+    evaluated label count) say why."""
     rows = []
     for (_path, prompt_set), run in df.groupby(["path", "prompt_set"], sort=True):
         upto = run[run["labels"] <= at_labels].sort_values("labels")
-        if upto.empty:
+        budget, last_labels = _own_budget(run), int(run["labels"].max())
+        if upto.empty or (budget is not None and budget < at_labels and last_labels >= budget):
             continue
         last = upto.iloc[-1]
-        budget = pd.to_numeric(last["budget_labels"], errors="coerce")
-        spends = bool(np.isfinite(budget) and budget > 0 and _method_trains(str(last["method"])))
+        short = budget is not None and last_labels < min(budget, at_labels)
         rows.append({**{k: last[k] for k in (*CURVE_KEYS, "seed")}, "prompt_set": prompt_set,
                      "labels": int(last["labels"]), "success_rate": float(last["success_rate"]),
-                     "short": spends and int(last["labels"]) < at_labels})
-    return pd.DataFrame(rows, columns=[*CURVE_KEYS, "seed", "labels", "success_rate", "short"])
+                     "short": short, "budget": np.nan if budget is None else budget, "last_labels": last_labels})
+    return pd.DataFrame(rows, columns=VALUE_COLUMNS)
+
+
+def _columns(vals: pd.DataFrame) -> pd.Series:
+    column = pd.Series([t if p == "default" else f"{t} ({p})" for t, p in zip(vals["task"], vals["profile"])],
+                       index=vals.index)
+    return column + " [" + vals["model"] + "]" if vals["model"].nunique() > 1 else column
 
 
 def paper_table(df: pd.DataFrame, at_labels: int, prompt_set: str = "eval") -> str:
     """HERO's Table-2 layout in markdown: one row per method, one column per task (and rater profile),
     each cell the mean (std over seeds) success rate at ``at_labels`` labels on ``prompt_set``.
 
-    A cell marked † includes a seed that stopped before ``at_labels`` (its last point is used); a method
-    that spends no labels is shown at its single evaluation."""
+    A cell marked † includes a seed that stopped before its own budget (its last point is used; a footnote
+    under the table names each); a method that spends no labels is shown at its single evaluation; runs
+    that finished a smaller budget are not in this table."""
     vals = value_at(df[df["prompt_set"] == prompt_set], at_labels)
     if vals.empty:
         return f"(no evaluations on the '{prompt_set}' prompts at or below {at_labels} labels)"
-    vals["column"] = [t if p == "default" else f"{t} ({p})" for t, p in zip(vals["task"], vals["profile"])]
-    if vals["model"].nunique() > 1:
-        vals["column"] = vals["column"] + " [" + vals["model"] + "]"
+    vals["column"] = _columns(vals)
     columns = sorted(vals["column"].unique())
     known = [m for m in TABLE_METHOD_ORDER if m in set(vals["method"])]
     methods = known + sorted(set(vals["method"]) - set(known))
@@ -459,24 +411,34 @@ def paper_table(df: pd.DataFrame, at_labels: int, prompt_set: str = "eval") -> s
             std = f" ({r.std(ddof=1):.3f})" if len(r) > 1 else ""
             cells.append(f"{r.mean():.3f}{std}{' †' if g['short'].any() else ''} n={len(r)}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    for _i, s in vals[vals["short"]].sort_values(["column", "method", "seed"]).iterrows():
+        lines.append(f"\n† {s['column']} {s['method']} seed {s['seed']}: stopped at {s['last_labels']} of its "
+                     f"{int(s['budget'])} labels (value at {s['labels']})")
     return "\n".join(lines)
 
 
 def table_label_points(df: pd.DataFrame) -> list[int]:
-    """The label counts the paper-style tables are written at: 512 (Table 2's ~0.5K) and every larger
-    budget the runs had (e.g. 1,152 for hand)."""
-    budgets = pd.to_numeric(df["budget_labels"], errors="coerce").dropna().astype(int)
-    return sorted({512, *(int(b) for b in budgets if b > 512)})
+    """The label counts the paper-style tables are written at, from the data: every budget recorded by a
+    run that spends labels (its last evaluated label count when it recorded none); the largest evaluated
+    label count when no run spends labels (baselines only)."""
+    points = set()
+    for _path, run in df.groupby("path", sort=True):
+        budget = _own_budget(run)
+        if budget is not None:
+            points.add(int(budget))
+    return sorted(points) or ([int(df["labels"].max())] if len(df) else [])
 
 
 def write_tables(df: pd.DataFrame, path: str | Path, at_labels: Sequence[int] | None = None,
-                 paired_df: pd.DataFrame | None = None) -> Path:
+                 paired_df: pd.DataFrame | None = None, notes: Sequence[str] = ()) -> Path:
     """``tables.md``: :func:`paper_table` at each label count (default :func:`table_label_points`), then
-    :func:`paired_table` when ``paired_df`` is given."""
+    :func:`paired_table` when ``paired_df`` is given, then ``notes`` (the run folders skipped, incomplete
+    or left out as duplicates, :func:`herobench.harness.report_runs.select_runs`)."""
     parts = ["# Success rate at a label budget (HERO Table-2 layout)", "",
              "Mean (std over seeds) success on each task's evaluation prompts; n = runs (seeds). † = a seed "
-             "stopped before the budget: its last point is used. Methods that spend no labels are shown at "
-             "their single evaluation.", ""]
+             "stopped before its own budget: its last point is used (named under the table). Methods that "
+             "spend no labels are shown at their single evaluation; runs that finished a smaller budget are "
+             "only in that budget's table.", ""]
     for at in at_labels or table_label_points(df):
         parts += [f"## At {at:,} labels", "", paper_table(df, at), ""]
     if paired_df is not None:
@@ -485,13 +447,26 @@ def write_tables(df: pd.DataFrame, path: str | Path, at_labels: Sequence[int] | 
                   "against the run's own untrained start and against HERO (same seed); p = McNemar's exact "
                   "test on the pooled discordant images (paired.csv has every seed and point).", "",
                   paired_table(paired_df), ""]
+    if notes:
+        parts += ["## Run folders", "", *(f"- {n}" for n in notes), ""]
     path = Path(path)
     path.write_text("\n".join(parts))
     return path
 
 
+def default_out_dir(run_dirs: Sequence[str | Path]) -> Path:
+    """``<runs dir>/report``: beside the runs (the folder holding them all), never the current folder."""
+    parents = [str(Path(d).resolve().parent) for d in run_dirs]
+    return Path(os.path.commonpath(parents)) / "report"
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
 def write_report(
-    run_dirs: Iterable[str | Path], out_dir: str | Path, targets: Sequence[float] = ()
+    run_dirs: Iterable[str | Path], out_dir: str | Path | None = None, targets: Sequence[float] = (),
+    echo: Callable[[str], None] = _stderr,
 ) -> dict[str, Path]:
     """Write ``runs.csv`` (tidy), ``curves.csv``, ``curves_<task>.png`` per task, ``tables.md`` (the
     paper-style tables), ``paired.csv`` (:func:`paired_frame`, when the runs recorded per-image verdicts),
@@ -499,44 +474,48 @@ def write_report(
     ``prompts.csv`` (successes per prompt, when the runs recorded them) and
     ``labels_to_target.csv`` when ``targets`` are given; ``runs.parquet`` too if pyarrow is installed.
 
+    ``out_dir`` None: :func:`default_out_dir`. Folders are chosen by
+    :func:`herobench.harness.report_runs.select_runs` (one run per seed, skipped folders named); each of its
+    lines goes to ``echo`` and into ``tables.md``.
+
     Returns:
         name -> path of every file written.
     """
     run_dirs = list(run_dirs)
-    seen: dict[Path, str] = {}
-    for d in run_dirs:
-        key = Path(d).resolve()
-        if key in seen:
-            raise HerobenchError(f"run folder given twice: {seen[key]} and {d} (each run counts once)")
-        seen[key] = str(d)
     for t in targets:
         if not 0.0 < t <= 1.0:  # (also refuses NaN)
             raise HerobenchError(f"target success rate must be in (0, 1], got {t}")
-    out = Path(out_dir)
+    if not run_dirs:
+        raise HerobenchError("no run folders given")
+    out = Path(out_dir) if out_dir is not None else default_out_dir(run_dirs)
     if out.exists() and not out.is_dir():
         raise HerobenchError(f"report folder {out} exists and is not a folder")
-    parsed = [_read_run(Path(d)) for d in run_dirs]  # each run's files read once, for both tables
-    df = _runs_frame(parsed)
-    if df.empty:
-        raise HerobenchError("the given run folders hold no evaluations yet")
+    selection = select_runs(run_dirs, out)
+    for note in selection.notes:
+        echo(note)
     out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
-    written["runs.csv"] = out / "runs.csv"
+    return _write_files(selection, out, targets)
+
+
+def _write_files(selection: Selection, out: Path, targets: Sequence[float]) -> dict[str, Path]:
+    parsed = selection.parsed  # each run's files read once, for every table
+    df = _runs_frame(parsed)
+    written: dict[str, Path] = {"runs.csv": out / "runs.csv", "curves.csv": out / "curves.csv"}
     df.to_csv(written["runs.csv"], index=False)
     if importlib.util.find_spec("pyarrow") is not None:
         written["runs.parquet"] = out / "runs.parquet"
         df.to_parquet(written["runs.parquet"], index=False)
-    written["curves.csv"] = out / "curves.csv"
     curve_table(df).to_csv(written["curves.csv"], index=False)
+    target = targets[0] if targets else None
     for task, sub in df.groupby("task", sort=True):
         name = f"curves_{task}.png"
-        written[name] = plot_curves(sub, out / name, title=str(task))
+        written[name] = plot_curves(sub, out / name, title=str(task), target=target)
     aggregates = pd.concat([aggregate_frame(df, at) for at in table_label_points(df)], ignore_index=True)
     if not aggregates.empty:
         written["aggregates.csv"] = out / "aggregates.csv"
         aggregates.to_csv(written["aggregates.csv"], index=False)
     pairs = paired_frame(parsed)
-    written["tables.md"] = write_tables(df, out / "tables.md", paired_df=pairs)
+    written["tables.md"] = write_tables(df, out / "tables.md", paired_df=pairs, notes=selection.notes)
     if not pairs.empty:
         written["paired.csv"] = out / "paired.csv"
         pairs.to_csv(written["paired.csv"], index=False)
