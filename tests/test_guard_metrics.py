@@ -61,3 +61,17 @@ def test_every_evaluation_row_has_its_guards(tiny_world, tmp_path):  # noqa: F81
         if readable:
             assert e["attr_entropy_mean"] == pytest.approx(sum(e["attr_entropy"].values()) / len(e["attr_entropy"]),
                                                            abs=1e-4)
+
+
+def test_report_shows_the_guards_beside_success(tiny_world, tmp_path):  # noqa: F811
+    from herobench.harness.report import write_report
+
+    path, _ = run(settings(tiny_world, task="counting", method="pretrained", budget_labels=0), out=tmp_path / "runs",
+                  progress=False)
+    out = write_report([path], tmp_path / "report", echo=lambda line: None)
+    text = (tmp_path / "report" / "tables.md").read_text()
+    assert "## Guards" in text
+    row = next(line for line in text.splitlines() if line.startswith("| counting | pretrained |"))
+    ev = next(e for e in read_jsonl(path / "evals.jsonl") if e["prompt_set"] == "eval")
+    assert f"{ev['pixel_diversity']:.3f}" in row and f"{ev['unreadable_rate']:.3f}" in row
+    assert out  # the report's files

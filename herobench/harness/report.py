@@ -28,8 +28,9 @@ from herobench.harness.stats import binom_two_sided, paired
 RUN_COLUMNS = [
     "run", "path", "task", "method", "seed", "model", "profile", "budget_labels",
     "labels", "iteration", "prompt_set", "success_rate", "lo", "hi", "n_images",
-    "unreadable_rate", "mean_score",
+    "unreadable_rate", "mean_score", "pixel_diversity", "attr_entropy_mean",
 ]  # fmt: skip
+GUARD_COLUMNS = ("unreadable_rate", "pixel_diversity", "attr_entropy_mean")  # beside success (issue 25, item 3)
 PROMPT_COLUMNS = [
     "run", "path", "task", "method", "seed", "model", "profile",
     "labels", "prompt_set", "prompt", "n", "successes", "unreadable",
@@ -55,12 +56,15 @@ def _runs_frame(parsed: Parsed) -> pd.DataFrame:
             "n_images": ev.get("n", np.nan),
             "unreadable_rate": ev.get("unreadable_rate", np.nan),
             "mean_score": ev.get("mean_score", np.nan),
+            "pixel_diversity": ev.get("pixel_diversity", np.nan),  # NaN for rows written before the guards
+            "attr_entropy_mean": ev.get("attr_entropy_mean", np.nan),
         }
         for base, lines in parsed
         for _number, ev in lines
     ]
     df = pd.DataFrame(rows, columns=RUN_COLUMNS)
-    for col in ("lo", "hi", "n_images", "unreadable_rate", "mean_score", "success_rate"):
+    for col in ("lo", "hi", "n_images", "unreadable_rate", "mean_score", "success_rate", "pixel_diversity",
+                "attr_entropy_mean"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     for col in ("seed", "labels"):
         df[col] = df[col].astype(int)
@@ -417,6 +421,23 @@ def paper_table(df: pd.DataFrame, at_labels: int, prompt_set: str = "eval") -> s
     return "\n".join(lines)
 
 
+def guard_table(df: pd.DataFrame, prompt_set: str = "eval") -> str:
+    """Per task and method, at each run's last evaluation on ``prompt_set``: success beside the guard
+    metrics (unreadable rate, pixel diversity within a prompt, mean entropy in bits of the oracle's parsed
+    attributes), each the mean over seeds. A method that gains success by collapsing its images shows a
+    falling diversity or entropy in the same row; ``—`` where the runs predate the guards."""
+    d = df[df["prompt_set"] == prompt_set]
+    if d.empty:
+        return f"(no evaluations on the '{prompt_set}' prompts)"
+    last = d.sort_values("labels").groupby("path", sort=True).tail(1)
+    lines = ["| task | method | labels | success | unreadable | pixel diversity | attribute entropy (bits) |",
+             "|---|---|---|---|---|---|---|"]
+    for (task, method), g in last.groupby(["task", "method"], sort=True):
+        cells = [f"{g[c].mean():.3f}" if g[c].notna().any() else "—" for c in ("success_rate", *GUARD_COLUMNS)]
+        lines.append(f"| {task} | {method} | {int(g['labels'].max())} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table_label_points(df: pd.DataFrame) -> list[int]:
     """The label counts the paper-style tables are written at, from the data: every budget recorded by a
     run that spends labels (its last evaluated label count when it recorded none); the largest evaluated
@@ -441,6 +462,7 @@ def write_tables(df: pd.DataFrame, path: str | Path, at_labels: Sequence[int] | 
              "only in that budget's table.", ""]
     for at in at_labels or table_label_points(df):
         parts += [f"## At {at:,} labels", "", paper_table(df, at), ""]
+    parts += ["## Guards: is success bought by collapse?", "", guard_table(df), ""]
     if paired_df is not None:
         parts += ["## Paired, image by image, at each method's last point", "",
                   "Images bad→good (+) and good→bad (−) on the same evaluation noises, summed over seeds, "
