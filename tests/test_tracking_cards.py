@@ -106,3 +106,28 @@ def test_a_baseline_checkpoint_card_says_it_holds_no_lora(tiny_world, tmp_path):
     header = yaml.safe_load(text.split("---")[1])
     assert header["tags"] == ["lora", "herobench", "hand", "pretrained"] and header["labels_spent"] == 0
     assert "holds no LoRA" in text
+
+
+def test_bench_and_run_pass_log_with_to_every_run(tiny_world, tmp_path):
+    pytest.importorskip("tensorboard")
+    from click.testing import CliRunner
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from test_bench import write_grid
+
+    from herobench.cli import main
+
+    grid = write_grid(tmp_path, tiny_world, methods=("pretrained", "enhanced"))
+    res = CliRunner().invoke(main, ["bench", str(grid), "--out", str(tmp_path / "grid"), "--no-report",
+                                    "--log-with", "tensorboard"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["run", "--task", "hand", "--method", "pretrained", "--budget", "0", "--quiet",
+                                    "--model", str(tiny_world), "--set", "eval.n_images=8", "--set", "sampler.steps=3",
+                                    "--out", str(tmp_path / "one"), "--log-with", "tensorboard"])
+    assert res.exit_code == 0, res.output
+    for run_dir in (tmp_path / "grid" / "hand-pretrained-s0", tmp_path / "grid" / "hand-enhanced-s0",
+                    tmp_path / "one" / "hand-pretrained-s0"):
+        acc = EventAccumulator(str(run_dir / "tensorboard"))
+        acc.Reload()
+        [row] = [r for r in read_jsonl(run_dir / "evals.jsonl") if r["prompt_set"] == "eval"]
+        assert [(e.step, round(e.value, 6)) for e in acc.Scalars("eval/eval/success_rate")] == [
+            (0, round(row["success_rate"], 6))]

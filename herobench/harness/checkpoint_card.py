@@ -38,7 +38,8 @@ def last_evaluation(evals: Path, labels: int) -> dict | None:
 def card_data(run: Any) -> dict:
     """The YAML header's fields for a :class:`herobench.harness.runner.Run` at its current state."""
     s = run.settings
-    last = last_evaluation(run.dir.evals, run.labels_done)
+    # (the row in memory; a resumed run that has not evaluated yet reads it from evals.jsonl)
+    last = run.last_eval if run.last_eval is not None else last_evaluation(run.dir.evals, run.labels_done)
     return {
         "library_name": "diffusers",
         "base_model": base_model_name(s.model, run.model_dir),

@@ -192,6 +192,7 @@ class Run:
         self.unet_seconds_before = 0.0
         self.timings: dict[str, float] = {}
         self.mirror = None  # --log-with trackers (herobench.harness.tracking), attached by prepare
+        self.last_eval: dict | None = None  # this process' last "eval" row, for the checkpoint card
         if human:  # last: it starts serving the labelling page
             from herobench.harness.human import HumanRater
 
@@ -360,6 +361,7 @@ class Run:
                    **guard_metrics(torch.cat(images), prompts, verdicts)}
             self.log("eval", self.dir.evals, row)
             rows.append(row)
+            self.last_eval = row if name == "eval" else self.last_eval
         if self.main and (self.dir.checkpoints / "latest").is_dir():
             write_card(self, self.dir.checkpoints / "latest")  # the card names this evaluation's success
         self._time("evaluation", t0)
