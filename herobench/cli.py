@@ -99,8 +99,10 @@ def ls_cmd(what: str) -> None:
               help="folder that receives the run folder")
 @click.option("--resume", type=click.Path(path_type=Path), default=None, help="continue a killed run folder")
 @click.option("--quiet", is_flag=True, help="no progress bar")
+@click.option("--log-with", "log_with", multiple=True, metavar="tensorboard|wandb|mlflow",
+              help="also mirror train.jsonl / evals.jsonl to this tracker (repeatable; the JSONL files stay the record)")
 def run_cmd(task, method, budget, seed, model, oracle, rater_kind, host, port, config_path, overrides, device, out,
-            resume, quiet):
+            resume, quiet, log_with):
     """Run one method on one task under a label budget, then print a summary.
 
     \b
@@ -114,6 +116,7 @@ def run_cmd(task, method, budget, seed, model, oracle, rater_kind, host, port, c
     """
     from herobench.harness.runner import execute, prepare
     from herobench.harness.settings import settings_from_cli
+    from herobench.harness.tracking import check_trackers
 
     if resume is None and not task and config_path is None:
         raise click.UsageError("give --task (or --config, or --resume RUN_DIR)")
@@ -126,7 +129,8 @@ def run_cmd(task, method, budget, seed, model, oracle, rater_kind, host, port, c
     elif rater_kind or host or port is not None:
         raise click.UsageError("--rater/--host/--port come from the run folder on --resume "
                                "(a resumed human run serves on its recorded host and port)")
-    r = prepare(settings, out=out, resume=resume, progress=not quiet)
+    log_with = check_trackers(_split_names(log_with))
+    r = prepare(settings, out=out, resume=resume, progress=not quiet, log_with=log_with)
     try:
         url = getattr(r.rater, "url", None)
         if url:  # one line, flushed: scripts and people read it while the run waits for labels
@@ -137,6 +141,11 @@ def run_cmd(task, method, budget, seed, model, oracle, rater_kind, host, port, c
         r.close()
     if r.main:  # several processes (accelerate launch): the main one alone reports
         click.echo(format_summary(r.dir.path, summary))
+
+
+def _split_names(values: tuple[str, ...]) -> list[str]:
+    """``--log-with a,b --log-with c`` -> ``["a", "b", "c"]``."""
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
 def _rater_overrides(rater: str | None, host: str | None, port: int | None, oracle: str | None) -> list[str]:
@@ -228,8 +237,25 @@ def report_cmd(run_dirs, out, targets):
 @click.option("--dry-run", is_flag=True, help="list the cells and their state; run nothing")
 @click.option("--no-report", is_flag=True, help="skip the merged report at the end")
 @click.option("--gpus", default="", metavar="0,1,...",
-              help="pin worker i to GPU i (mod the list); use with --set device=cuda")
-def bench_cmd(grid, out, jobs, overrides, dry_run, no_report, gpus):
+              help="local workers: pin worker i to GPU i (mod the list); use with --set device=cuda")
+@click.option("--executor", default="local", show_default=True, metavar="local|ray|submitit",
+              help="where cells run: local worker processes, Ray tasks, or SLURM jobs through submitit")
+@click.option("--ray-address", default=None, help="ray: the cluster to join [default: start a local Ray]")
+@click.option("--cpus-per-cell", type=float, default=1.0, show_default=True, help="ray/submitit: CPUs a cell requests")
+@click.option("--gpus-per-cell", type=float, default=0.0, show_default=True,
+              help="ray/submitit: GPUs a cell requests (use with --set device=cuda)")
+@click.option("--slurm-partition", default=None, help="submitit: the SLURM partition")
+@click.option("--slurm-time", "slurm_time", type=click.IntRange(min=1), default=720, show_default=True,
+              help="submitit: a cell's time limit in minutes (a cell cut off resumes on the next bench)")
+@click.option("--submitit-cluster", default="auto", show_default=True, metavar="auto|slurm|local|debug",
+              help="submitit: auto = SLURM where srun exists, else local subprocesses")
+@click.option("--submitit-folder", type=click.Path(path_type=Path), default=None,
+              help="submitit: job scripts and logs [default: OUT/.submitit]")
+@click.option("--shard", default=None, metavar="i/N", help="run only shard i of N (a deterministic split of the cells)")
+@click.option("--log-with", "log_with", multiple=True, metavar="tensorboard|wandb|mlflow",
+              help="mirror each cell's train/eval logs to this tracker (repeatable)")
+def bench_cmd(grid, out, jobs, overrides, dry_run, no_report, gpus, executor, ray_address, cpus_per_cell,
+              gpus_per_cell, slurm_partition, slurm_time, submitit_cluster, submitit_folder, shard, log_with):
     """Run a grid of tasks x methods x seeds (a TOML grid file), one run folder per cell.
 
     Finished cells are skipped and killed ones resumed, so rerunning the command completes a grid.
@@ -241,16 +267,31 @@ def bench_cmd(grid, out, jobs, overrides, dry_run, no_report, gpus):
       herobench bench benchmarks/grids/glyphworld.toml --out runs/glyphworld --jobs 2
       herobench bench benchmarks/grids/regression.toml --set model=path/to/model --out runs/reg
       herobench bench benchmarks/grids/glyphworld.toml --set device=cuda --jobs 4 --gpus 0,1,2,3
+      herobench bench benchmarks/grids/glyphworld.toml --executor ray --ray-address auto --out /shared/runs
+      herobench bench benchmarks/grids/glyphworld.toml --executor submitit --slurm-partition gpu \\
+          --gpus-per-cell 1 --set device=cuda --out /shared/runs
+      herobench bench benchmarks/grids/glyphworld.toml --shard 2/4 --out /shared/runs   # machine 2 of 4
     """
-    from herobench.harness.bench import bench
+    from herobench.harness.bench import bench, parse_shard
+    from herobench.harness.executors import ExecutorOptions
 
     out = out if out is not None else Path("runs") / grid.stem
     gpu_list = [g.strip() for g in gpus.split(",") if g.strip()]
     for g in gpu_list:  # what CUDA_VISIBLE_DEVICES accepts: an index or a GPU/MIG UUID
         if not (g.isdigit() or g.startswith(("GPU-", "MIG-"))):
             raise click.BadParameter(f"{g!r} is not a GPU index or UUID", param_hint="--gpus")
+    options = ExecutorOptions(kind=executor, jobs=jobs, cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell,
+                              ray_address=ray_address, slurm_partition=slurm_partition, slurm_time_min=slurm_time,
+                              submitit_cluster=submitit_cluster,
+                              submitit_folder=str(submitit_folder) if submitit_folder else None)
+    from herobench.harness.tracking import check_trackers
+
+    log_names = check_trackers(_split_names(log_with))  # (before the grid is planned: one error, up front)
+    if gpu_list and options.kind != "local":
+        raise click.UsageError("--gpus pins local workers; with --executor ray/submitit use --gpus-per-cell")
     results = bench(grid, out, jobs=jobs, overrides=list(overrides), dry_run=dry_run, report=not no_report,
-                    gpus=gpu_list, echo=click.echo)
+                    gpus=gpu_list, echo=click.echo, executor=options,
+                    shard=parse_shard(shard) if shard is not None else None, log_with=log_names)
     if any(r.status == "failed" for r in results):
         sys.exit(1)
 

@@ -28,6 +28,10 @@ Each cell is an independent run folder ``<out>/<task>-<method>-s<seed>``. A cell
 resume (labels already given are replayed, never asked twice). A cell folder whose recorded settings
 differ from the grid's is refused, so a changed grid never silently mixes two configurations.
 
+Where cells run is the executor's choice (:mod:`herobench.harness.executors`: local workers, Ray, SLURM);
+each cell is claimed while it runs (:mod:`herobench.harness.claims`), so several processes sharing one
+``out`` never run a cell twice, and ``--shard i/N`` splits the cells between machines deterministically.
+
 Cells run in parallel worker processes (``jobs``). Every cell runs with one intra-op thread, whatever
 ``jobs`` is: CPU float results (and so image hashes, which a resumed run checks when it replays
 recorded labels) can depend on the thread count, so pinning it makes a cell's results independent of
@@ -109,7 +113,7 @@ CellStatus = Literal["new", "partial", "done"]
 @dataclass(frozen=True)
 class CellResult:
     name: str
-    status: Literal["done", "skipped", "failed"]
+    status: Literal["done", "skipped", "failed", "claimed"]  # claimed: running in another process
     path: str
     seconds: float = 0.0
     resumed: bool = False
@@ -221,34 +225,57 @@ def settings_diff(want: dict, saved: dict, names: tuple[str, str] = ("grid", "fo
     return "; ".join(parts)
 
 
-def run_cell(cell: Cell, out: str | Path) -> CellResult:
+def run_cell(cell: Cell, out: str | Path, log_with: Sequence[str] = ()) -> CellResult:
     """Run (or resume, or skip) one cell; never raises: a failure becomes ``status="failed"`` with the
-    error's last line, and the traceback goes to ``<out>/failed/<cell>.txt``."""
-    from herobench.harness.runner import run
+    error's last line, and the traceback goes to ``<out>/failed/<cell>.txt``. The cell is claimed
+    (:mod:`herobench.harness.claims`) while it runs: a cell another live process holds comes back
+    ``claimed`` untouched. ``log_with``: trackers that mirror the run's logs (``herobench run --log-with``)."""
+    from herobench.harness.claims import claim
 
     out = Path(out)
     path = out / cell.name
-    failed_log = out / "failed" / f"{cell.name}.txt"
     t0 = time.perf_counter()
     try:
-        status = cell_status(cell, out)
-        if status == "done":
-            summary = json.loads((path / "summary.json").read_text())
-            return CellResult(cell.name, "skipped", str(path), summary=summary)
-        if status == "new" and path.exists():
-            # killed between mkdir and config.json: nothing was learned or evaluated yet
-            shutil.rmtree(path)
-        resume = path if status == "partial" else None
-        run_path, summary = run(cell.settings if resume is None else None, out=out, resume=resume, progress=False)
-        if Path(run_path) != path:  # pragma: no cover - the runner names folders by the same run_dir_name
-            raise HerobenchError(f"the runner wrote {run_path}, expected {path}")
-        failed_log.unlink(missing_ok=True)
-        return CellResult(cell.name, "done", str(path), time.perf_counter() - t0, resume is not None, summary)
+        if cell_status(cell, out) == "done":  # (no claim needed to read a finished cell)
+            return _skipped(cell, path)
+        with claim(out, cell.name) as held:
+            if not held.held:
+                return CellResult(cell.name, "claimed", str(path), error=f"held by {held.owner}")
+            return _run_claimed(cell, out, tuple(log_with), t0)
     except Exception as e:  # noqa: BLE001 - one failed cell must not stop the grid
-        failed_log.parent.mkdir(parents=True, exist_ok=True)
-        failed_log.write_text(traceback.format_exc())
-        message = f"{type(e).__name__}: {e}" if not isinstance(e, HerobenchError) else str(e)
-        return CellResult(cell.name, "failed", str(path), time.perf_counter() - t0, error=message)
+        return _failed(cell, out, e, t0)
+
+
+def _skipped(cell: Cell, path: Path) -> CellResult:
+    return CellResult(cell.name, "skipped", str(path), summary=json.loads((path / "summary.json").read_text()))
+
+
+def _run_claimed(cell: Cell, out: Path, log_with: tuple[str, ...], t0: float) -> CellResult:
+    """The body of :func:`run_cell` under the cell's claim."""
+    from herobench.harness.runner import run
+
+    path = out / cell.name
+    status = cell_status(cell, out)  # again, under the claim: another process may have finished it meanwhile
+    if status == "done":
+        return _skipped(cell, path)
+    if status == "new" and path.exists():
+        # killed between mkdir and config.json: nothing was learned or evaluated yet
+        shutil.rmtree(path)
+    resume = path if status == "partial" else None
+    run_path, summary = run(cell.settings if resume is None else None, out=out, resume=resume, progress=False,
+                            log_with=log_with)
+    if Path(run_path) != path:  # pragma: no cover - the runner names folders by the same run_dir_name
+        raise HerobenchError(f"the runner wrote {run_path}, expected {path}")
+    (out / "failed" / f"{cell.name}.txt").unlink(missing_ok=True)
+    return CellResult(cell.name, "done", str(path), time.perf_counter() - t0, resume is not None, summary)
+
+
+def _failed(cell: Cell, out: Path, e: Exception, t0: float) -> CellResult:
+    failed_log = out / "failed" / f"{cell.name}.txt"
+    failed_log.parent.mkdir(parents=True, exist_ok=True)
+    failed_log.write_text(traceback.format_exc())
+    message = f"{type(e).__name__}: {e}" if not isinstance(e, HerobenchError) else str(e)
+    return CellResult(cell.name, "failed", str(out / cell.name), time.perf_counter() - t0, error=message)
 
 
 def die_with_parent() -> None:
@@ -268,12 +295,17 @@ def die_with_parent() -> None:
 
 
 def _init_worker(gpu_queue=None) -> None:
-    """Worker processes: one intra-op thread each (N workers share N cores), stopped when the grid process
-    dies; with ``gpu_queue`` each worker takes one GPU id from it and sees only that GPU (set before torch
-    initialises CUDA)."""
+    """Local worker processes: stopped when the grid process dies; with ``gpu_queue`` each worker takes one
+    GPU id from it and sees only that GPU (set before torch initialises CUDA); then :func:`pin_threads`."""
     die_with_parent()
     if gpu_queue is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_queue.get(timeout=60))
+    pin_threads()
+
+
+def pin_threads() -> None:
+    """One intra-op thread (N cells share N cores, and a cell's float results never depend on where or
+    beside what it runs) and no model-loading progress bars; what every executor's worker does first."""
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -312,12 +344,14 @@ def check_models(cells_: Sequence[Cell]) -> None:
 
 def run_cells(cells_: Sequence[Cell], out: str | Path, jobs: int = 1,
               on_result: Callable[[CellResult], None] | None = None,
-              gpus: Sequence[str] = ()) -> list[CellResult]:
+              gpus: Sequence[str] = (), executor=None, log_with: Sequence[str] = ()) -> list[CellResult]:
     """Run every cell; ``jobs > 1`` uses that many spawned worker processes. Results come back in
     completion order (``on_result`` is called as each finishes) and are returned in grid order.
 
     ``gpus`` (e.g. ``["0", "1"]``): worker ``i`` sees only GPU ``gpus[i % len(gpus)]`` (always run in
-    workers then, even with ``jobs = 1``); the cells' ``device`` setting should be ``cuda``."""
+    workers then, even with ``jobs = 1``); the cells' ``device`` setting should be ``cuda``.
+    ``executor``: an :class:`herobench.harness.executors.ExecutorOptions` for ``ray`` or ``submitit``
+    (None or ``local``: the workers above). ``log_with``: trackers mirroring each cell's logs."""
     if jobs < 1:
         raise HerobenchError(f"--jobs must be >= 1 (got {jobs})")
     check_models(cells_)
@@ -336,44 +370,84 @@ def run_cells(cells_: Sequence[Cell], out: str | Path, jobs: int = 1,
             done(run_cell(cell, out))
         else:
             todo.append(cell)
-    if not gpus and (jobs == 1 or len(todo) <= 1):
-        import torch
+    log_with = tuple(log_with)
+    if executor is not None and executor.kind != "local":
+        from herobench.harness.executors import run_remote
 
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # as in a worker: a cell's results never depend on --jobs
-        _quiet_model_loading()
-        try:
-            for cell in todo:
-                done(run_cell(cell, out))
-        finally:
-            torch.set_num_threads(threads)
+        run_remote(todo, out, executor, log_with, done)
+    elif not gpus and (jobs == 1 or len(todo) <= 1):
+        _run_here(todo, out, log_with, done)
     elif todo:
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
-        workers = min(jobs, len(todo))
-        queue = None
-        if gpus:
-            queue = ctx.Queue()
-            for i in range(workers):
-                queue.put(gpus[i % len(gpus)])
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(queue,)) as pool:
-            futures = [pool.submit(run_cell, cell, str(out)) for cell in todo]
-            try:
-                for fut in as_completed(futures):
-                    done(fut.result())
-            except BaseException:
-                for fut in futures:
-                    fut.cancel()
-                raise
+        _run_workers(todo, out, jobs, gpus, log_with, done)
     return [results[c.name] for c in cells_]
+
+
+def _run_here(todo: Sequence[Cell], out: Path, log_with: tuple[str, ...], done) -> None:
+    """One cell after another in this process, with one thread as in a worker (a cell's results never
+    depend on --jobs)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    _quiet_model_loading()
+    try:
+        for cell in todo:
+            done(run_cell(cell, out, log_with))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_workers(todo: Sequence[Cell], out: Path, jobs: int, gpus: Sequence[str], log_with: tuple[str, ...],
+                 done) -> None:
+    """``jobs`` spawned worker processes on this machine (``--executor local``)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+    workers = min(jobs, len(todo))
+    queue = None
+    if gpus:
+        queue = ctx.Queue()
+        for i in range(workers):
+            queue.put(gpus[i % len(gpus)])
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(queue,)) as pool:
+        futures = [pool.submit(run_cell, cell, str(out), log_with) for cell in todo]
+        try:
+            for fut in as_completed(futures):
+                done(fut.result())
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/4"`` -> ``(2, 4)``: shard 2 of 4 (1-based).
+
+    Raises:
+        HerobenchError: anything but ``i/N`` with ``1 <= i <= N``."""
+    i, sep, n = text.partition("/")
+    if not (sep and i.strip().isdigit() and n.strip().isdigit() and 1 <= int(i) <= int(n)):
+        raise HerobenchError(f"--shard must be i/N with 1 <= i <= N, e.g. 1/4 (got '{text}')")
+    return int(i), int(n)
+
+
+def shard_of(items: Sequence, shard: tuple[int, int] | None) -> list:
+    """Shard ``i`` of ``N``: items ``i-1, i-1+N, i-1+2N, ...`` of the grid order. Round robin rather than
+    blocks, so every shard gets a share of each task and method (their costs differ a lot); it depends on
+    the grid alone, so N machines given 1/N .. N/N run every cell once between them."""
+    if shard is None:
+        return list(items)
+    i, n = shard
+    return [x for k, x in enumerate(items) if k % n == i - 1]
 
 
 def describe(result: CellResult) -> str:
     """One line per finished cell."""
     if result.status == "failed":
         return f"{result.name:<34} FAILED  {result.error}"
+    if result.status == "claimed":
+        return f"{result.name:<34} {'claimed':<14} {result.error} (not run here)"
     s = result.summary or {}
     end = s.get("success_end", {}).get("eval")
     start = s.get("success_start", {}).get("eval")
@@ -402,33 +476,40 @@ def plan(spec: GridSpec, out: str | Path, seeds: Sequence[int] | None = None) ->
 
 def bench(grid_path: str | Path, out: str | Path, jobs: int = 1, overrides: Sequence[str] = (),
           dry_run: bool = False, report: bool = True, seeds: Sequence[int] | None = None,
-          gpus: Sequence[str] = (), echo: Callable[[str], None] = print) -> list[CellResult]:
+          gpus: Sequence[str] = (), echo: Callable[[str], None] = print, executor=None,
+          shard: tuple[int, int] | None = None, log_with: Sequence[str] = ()) -> list[CellResult]:
     """The Python API behind ``herobench bench``: plan, run (unless ``dry_run``) and report.
 
+    ``executor``: :class:`herobench.harness.executors.ExecutorOptions` (None: local workers);
+    ``shard``: ``(i, N)``, run only shard i of N (:func:`shard_of`); ``log_with``: tracker names.
+
     Returns:
-        One result per cell, in grid order (empty for a dry run).
+        One result per cell of the shard, in grid order (empty for a dry run).
 
     Raises:
         HerobenchError: a bad grid file or a cell folder holding other settings (before anything runs).
     """
     spec = load_grid(grid_path, overrides)
     out = Path(out)
-    rows = plan(spec, out, seeds)
+    every = plan(spec, out, seeds)
+    rows = shard_of(every, shard)
     g = spec.grid
     n_seeds = len(seeds) if seeds is not None else len(g.seeds)
     counts = {k: sum(1 for _, st, _ in rows if st == k) for k in ("new", "partial", "done")}
+    part = f"shard {shard[0]}/{shard[1]}: {len(rows)} of {len(every)}" if shard else f"{len(rows)}"
     echo(f"grid {grid_path}: {len(g.tasks)} tasks x {len(g.methods)} methods x {n_seeds} seeds = "
-         f"{len(rows)} cells -> {out}  ({counts['new']} new, {counts['partial']} partial, {counts['done']} done; "
+         f"{part} cells -> {out}  ({counts['new']} new, {counts['partial']} partial, {counts['done']} done; "
          f"{sum(n for *_, n in rows)} labels in all)")
     if dry_run:
         for cell, status, labels in rows:
             echo(f"  {cell.name:<34} {status:<8} labels {labels}")
         return []
     check_models([c for c, _, _ in rows])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(
-        {"grid": str(grid_path), "overrides": list(overrides), "spec": to_dict(spec),
-         "cells": [c.name for c, _, _ in rows]}, indent=2))
+    if log_with:
+        from herobench.harness.tracking import check_trackers
+
+        check_trackers(log_with)  # a missing package is one error here, not one failed cell each
+    _write_bench_json(out, grid_path, overrides, spec, [c for c, _, _ in every])
     total = len(rows)
     finished = 0
 
@@ -437,18 +518,44 @@ def bench(grid_path: str | Path, out: str | Path, jobs: int = 1, overrides: Sequ
         finished += 1
         echo(f"[{finished}/{total}] {describe(r)}")
 
-    results = run_cells([c for c, _, _ in rows], out, jobs, progress, gpus=gpus)
+    results = run_cells([c for c, _, _ in rows], out, jobs, progress, gpus=gpus, executor=executor,
+                        log_with=log_with)
     failed = [r for r in results if r.status == "failed"]
-    ok = [r.path for r in results if r.status != "failed"]
-    if report and ok:
-        from herobench.harness.report import write_report
-
-        written = write_report(ok, out / "report", targets=spec.report.targets)
-        echo(f"report: {len(ok)} cells -> {out / 'report'} ({', '.join(sorted(written))})")
+    if report:
+        _merged_report(out, [c for c, _, _ in every], spec, echo)
+    claimed = [r for r in results if r.status == "claimed"]
+    if claimed:
+        echo(f"{len(claimed)} cell(s) were running in another process; rerun later to pick up any it left")
     if failed:
         echo(f"{len(failed)} cell(s) failed (tracebacks in {out / 'failed'}); rerun the same command to retry them")
     return results
 
 
+def _write_bench_json(out: Path, grid_path, overrides, spec: GridSpec, every: Sequence[Cell]) -> None:
+    """``<out>/bench.json``: the grid this folder holds (under a lock: several processes share ``out``)."""
+    from herobench.harness.claims import exclusive
+    from herobench.harness.runlog import write_text_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"grid": str(grid_path), "overrides": list(overrides), "spec": to_dict(spec),
+                       "cells": [c.name for c in every]}, indent=2)
+    with exclusive(out, "_grid"):
+        write_text_atomic(out / "bench.json", text)
+
+
+def _merged_report(out: Path, every: Sequence[Cell], spec: GridSpec, echo) -> None:
+    """The report of every cell of the grid finished so far, whoever ran it (another process, shard or
+    machine sharing ``out``): the last process to finish writes the whole grid's report."""
+    from herobench.harness.claims import exclusive
+    from herobench.harness.report import write_report
+
+    ok = [str(out / c.name) for c in every if (out / c.name / "summary.json").is_file()]
+    if not ok:
+        return
+    with exclusive(out, "_grid"):
+        written = write_report(ok, out / "report", targets=spec.report.targets)
+    echo(f"report: {len(ok)} cells -> {out / 'report'} ({', '.join(sorted(written))})")
+
+
 __all__ = ["GridSpec", "Cell", "CellResult", "load_grid", "cells", "cell_status", "run_cell", "run_cells",
-           "plan", "bench", "describe"]
+           "plan", "bench", "describe", "parse_shard", "shard_of", "pin_threads"]

@@ -35,6 +35,7 @@ from herobench.core.lora import load_lora, save_lora
 from herobench.core.pipeline import check_device, check_model_folder, load_components
 from herobench.core.policy_gradient import process_share, process_shares
 from herobench.errors import FileSystemError, HerobenchError, errno_in_text
+from herobench.harness.checkpoint_card import write_card
 from herobench.harness.evaluate import eval_noise, guard_metrics, per_image, summarise
 from herobench.harness.ledger import FeedbackLedger
 from herobench.harness.rater import SimulatedRater
@@ -190,6 +191,8 @@ class Run:
         self.seconds_before = 0.0
         self.unet_seconds_before = 0.0
         self.timings: dict[str, float] = {}
+        self.mirror = None  # --log-with trackers (herobench.harness.tracking), attached by prepare
+        self.last_eval: dict | None = None  # this process' last "eval" row, for the checkpoint card
         if human:  # last: it starts serving the labelling page
             from herobench.harness.human import HumanRater
 
@@ -238,6 +241,7 @@ class Run:
             tmp.mkdir(parents=True)
             if self.method.trains:
                 save_lora(self.gen.components.unet, tmp / "lora")
+            write_card(self, tmp)
             # serialised in memory, then written: a failed write is an OSError naming the file (torch's own
             # writer reports a full disk as "unexpected pos ...")
             buf = io.BytesIO()
@@ -305,10 +309,19 @@ class Run:
             )
 
     def close(self) -> None:
-        """Release what the run holds open (the human rater's web server)."""
+        """Release what the run holds open (the human rater's web server, the trackers)."""
         close = getattr(self.rater, "close", None)
         if close is not None:
             close()
+        if self.mirror is not None:
+            self.mirror.close()
+            self.mirror = None
+
+    def log(self, kind: str, path: Path, row: dict) -> None:
+        """Append a ``train`` or ``eval`` row to its JSONL file (the record), then to the trackers."""
+        append_jsonl(path, row)
+        if self.mirror is not None:
+            self.mirror.record(kind, row)
 
     # ------------------------------------------------------------------ evaluation
     def prompt_sets(self) -> dict[str, list[str]]:
@@ -346,8 +359,11 @@ class Run:
                    **summarise(verdicts), "reasons": _reason_counts(verdicts),
                    "per_prompt": _per_prompt_counts(prompts, verdicts), **per_image(verdicts),
                    **guard_metrics(torch.cat(images), prompts, verdicts)}
-            append_jsonl(self.dir.evals, row)
+            self.log("eval", self.dir.evals, row)
             rows.append(row)
+            self.last_eval = row if name == "eval" else self.last_eval
+        if self.main and (self.dir.checkpoints / "latest").is_dir():
+            write_card(self, self.dir.checkpoints / "latest")  # the card names this evaluation's success
         self._time("evaluation", t0)
         return rows
 
@@ -522,13 +538,26 @@ def _remove_new_folder(path: Path, top: Path) -> None:
 
 
 def prepare(settings: RunSettings, out: Path | str = "runs", resume: Path | str | None = None,
-            progress: bool = True) -> Run:
+            progress: bool = True, log_with: Sequence[str] = ()) -> Run:
     """Create (or reopen, with ``resume``) a run folder and build the run. Under ``accelerate launch``
     with several processes every process builds the run; the main one alone creates the folder.
 
     The folder is ``<out>/<task name>-<method>-s<seed>`` (:func:`herobench.harness.runlog.run_dir_name`;
     ``-2``, ``-3``, ... when taken). A run that cannot be built leaves no folder behind, nor any parent
-    folder this call created."""
+    folder this call created. ``log_with``: trackers mirroring the run's logs (:mod:`herobench.harness.tracking`)."""
+    run = _prepare(settings, out, resume, progress)
+    if log_with and run.main:
+        from herobench.harness.tracking import open_mirror
+
+        try:
+            run.mirror = open_mirror(log_with, run.dir.path, run.dir.path.name, run.config_record())
+        except BaseException:
+            run.close()
+            raise
+    return run
+
+
+def _prepare(settings: RunSettings | None, out: Path | str, resume: Path | str | None, progress: bool) -> Run:
     if resume is not None:
         rd = RunDir(Path(resume))
         if not rd.config_json.exists():
@@ -653,7 +682,7 @@ def _execute(run: Run) -> dict:
         before = run.labels_done
         stats = run.step()
         if run.main:
-            append_jsonl(run.dir.train_log, stats)
+            run.log("train", run.dir.train_log, stats)
         bar.update(run.labels_done - before)
         t0 = time.perf_counter()
         run.save_checkpoint(seconds())
@@ -685,9 +714,9 @@ def _execute(run: Run) -> dict:
 
 
 def run(settings: RunSettings, out: Path | str = "runs", resume: Path | str | None = None,
-        progress: bool = True) -> tuple[Path, dict]:
+        progress: bool = True, log_with: Sequence[str] = ()) -> tuple[Path, dict]:
     """The Python API behind ``herobench run``: returns (run folder, summary)."""
-    r = prepare(settings, out, resume, progress)
+    r = prepare(settings, out, resume, progress, log_with)
     try:
         return r.dir.path, execute(r)
     finally:
