@@ -24,7 +24,7 @@ from herobench.core.generator import Generator
 from herobench.glyphworld import render
 from herobench.glyphworld.calibrate import load_generator
 from herobench.glyphworld.oracles import GlyphOracle
-from herobench.harness.evaluate import wilson_interval
+from herobench.stats import wilson_interval
 
 
 def success(gen: Generator, oracle: GlyphOracle, prompt: str, noise: torch.Tensor, seed: int) -> torch.Tensor:

@@ -64,7 +64,7 @@ def learned_agreement(n: int, seed: int, oracles: list[str]) -> list[dict]:
     import torch
 
     from herobench.glyphworld.calibrate import load_generator, sample_task
-    from herobench.harness.tasks import load_task
+    from herobench.tasks import load_task
     from herobench.oracles import make_oracle
     from herobench.paths import glyphworld_model_dir
 

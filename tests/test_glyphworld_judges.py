@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from herobench.errors import HerobenchError
 from herobench.glyphworld import render as R
 from herobench.glyphworld import train_judges as J
-from herobench.harness.tasks import load_task
+from herobench.tasks import load_task
 from herobench.oracles import ORACLES, make_oracle
 from herobench.oracles import weights as W
 

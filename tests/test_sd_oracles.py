@@ -16,7 +16,7 @@ import torch
 from fixtures_sd import tiny_sd_fixture  # noqa: F401
 
 from herobench.errors import ConfigError, HerobenchError
-from herobench.harness.tasks import load_task
+from herobench.tasks import load_task
 from herobench.oracles import ORACLES, make_oracle
 from herobench.oracles import weights as W
 from herobench.oracles.base import load_config

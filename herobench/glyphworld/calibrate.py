@@ -19,7 +19,7 @@ from herobench.core.pipeline import load_components
 from herobench.glyphworld import render
 from herobench.glyphworld.grid import verdict_grid
 from herobench.glyphworld.oracles import GlyphOracle
-from herobench.harness.evaluate import wilson_interval
+from herobench.stats import wilson_interval
 
 
 # (task, prompt set, profile) rows of the calibration table
@@ -40,7 +40,7 @@ def load_generator(model_dir: Path, sampler: SamplerConfig | None = None, device
                    guidance_scale: float | None = None) -> Generator:
     """The model with ``sampler`` (default: its card's), at ``guidance_scale`` when given."""
     if sampler is None:
-        from herobench.harness.runner import model_card  # the one reader of <model>/herobench.json
+        from herobench.modelcard import model_card
 
         sampler = SamplerConfig(**model_card(Path(model_dir))["sampler"])
     if guidance_scale is not None:
@@ -109,7 +109,7 @@ def model_grid(task: str, path: Path, model: str = "glyphworld", n: int = 32, se
                profile: str = "default", lora: Path | None = None) -> None:
     """A grid of model samples for the task's train prompts, each tile with its verdict."""
     from herobench.core.lora import load_lora
-    from herobench.harness.runner import resolve_model
+    from herobench.modelcard import resolve_model
 
     gen = load_generator(resolve_model(model))
     if lora is not None:

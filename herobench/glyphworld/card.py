@@ -43,7 +43,7 @@ SAMPLER_NOTE = {
 def write_card(model_dir: Path, calibration: list[dict]) -> Path:
     model_dir = Path(model_dir)
     training = json.loads((model_dir / "training.json").read_text())
-    from herobench.harness.runner import model_card
+    from herobench.modelcard import model_card
 
     card = model_card(model_dir)
     loss_curve(model_dir, model_dir / "loss_curve.png")

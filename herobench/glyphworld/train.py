@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from herobench.glyphworld import render
+from herobench.modelcard import write_model_card
 
 MAX_TOKENS = 24
 
@@ -41,12 +42,6 @@ MAX_TOKENS = 24
 # v1/v2 (v-prediction) were calibrated at DDIM 20 steps and CFG 3
 V2_SAMPLER = {"steps": 20, "eta": 1.0, "guidance_scale": 3.0, "negative_prompt": "", "micro_batch": 64}
 DEFAULT_SAMPLER = {"steps": 50, "eta": 1.0, "guidance_scale": 5.0, "negative_prompt": "", "micro_batch": 64}
-
-
-def write_model_card(out_dir: Path, sampler: dict) -> None:
-    (Path(out_dir) / "herobench.json").write_text(
-        json.dumps({"backend": "glyphworld", "image_size": render.IMAGE_SIZE, "sampler": sampler}, indent=2)
-    )
 
 
 @dataclass(frozen=True)
@@ -424,7 +419,8 @@ def train_glyphworld(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), prog
     }
     (out_dir / "training.json").write_text(json.dumps(record, indent=2))
     # the model card's machine-readable part: marks the backend and the sampler it is calibrated at
-    write_model_card(out_dir, DEFAULT_SAMPLER if cfg.prediction_type == "epsilon" else V2_SAMPLER)
+    write_model_card(out_dir, DEFAULT_SAMPLER if cfg.prediction_type == "epsilon" else V2_SAMPLER,
+                     image_size=render.IMAGE_SIZE)
     with open(out_dir / "training_log.jsonl", "w") as f:
         for row in log:
             f.write(json.dumps(row) + "\n")
