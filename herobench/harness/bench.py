@@ -159,8 +159,8 @@ def _check_names(table: str, given: dict, allowed: Sequence[str]) -> None:
 def cells(spec: GridSpec, seeds: Sequence[int] | None = None) -> list[Cell]:
     """Every cell of the grid (task-major order), validated: unknown tasks or methods and bad settings
     fail here, before anything runs. ``seeds`` replaces the grid's seeds (regression references)."""
-    from herobench.tasks import load_task
     from herobench.methods import METHODS
+    from herobench.tasks import load_task
 
     for method in spec.grid.methods:
         METHODS.get(method)  # "did you mean" on a typo
