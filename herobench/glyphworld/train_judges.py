@@ -238,6 +238,33 @@ def _write_clip_folder(out: Path) -> None:
         shutil.copy2(f, out / f.name)
 
 
+def _clip_training_set(n_images: int, rng: np.random.Generator) -> tuple[torch.Tensor, list[dict]]:
+    """``n_images`` degraded renders of the CLIP judge's scenes (uint8 ``N×3×64×64``) and their attrs."""
+    imgs, attrs = [], []
+    for _ in range(n_images):
+        truth = sample_clip_truth(rng)
+        img = R.draw(truth, rng)
+        imgs.append(degrade(img, rng))
+        attrs.append(truth_attrs(truth))
+    return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous(), attrs
+
+
+def _clip_batch_loss(model, tokenizer, data: torch.Tensor, attrs: list[dict], idx: torch.Tensor,
+                     flip: torch.Tensor, rng: np.random.Generator, mean: torch.Tensor,
+                     std: torch.Tensor) -> torch.Tensor:
+    """The symmetric contrastive loss of the batch ``idx`` (images mirrored where ``flip``), one caption per
+    image drawn with ``rng``; every caption compatible with an image's attrs is a positive for it."""
+    x = data[idx].float() / 255.0
+    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    caps = [caption(attrs[int(i)], rng) for i in idx]
+    texts = [c[0] for c in caps]
+    pos = torch.tensor([[compatible(attrs[int(i)], c[1]) for c in caps] for i in idx], dtype=torch.float32)
+    img_f, txt_f, scale = model((x - mean) / std, tokenizer(texts))[:3]  # unit-norm; scale = exp(logit_scale)
+    logits = scale * img_f @ txt_f.T
+    return 0.5 * (-(pos / pos.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
+                  - (pos.T / pos.T.sum(1, keepdim=True) * logits.T.log_softmax(1)).sum(1).mean())
+
+
 def train_clip(out: Path, seed: int = 0, n_images: int = 24000, steps: int = 1000, batch: int = 128,
                lr: float = 1e-3, log=print) -> dict:
     """Train glyphworld-clip from scratch; writes the local-dir folder ``out``. Returns training stats."""
@@ -247,13 +274,7 @@ def train_clip(out: Path, seed: int = 0, n_images: int = 24000, steps: int = 100
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    imgs, attrs = [], []
-    for _ in range(n_images):
-        truth = sample_clip_truth(rng)
-        img = R.draw(truth, rng)
-        imgs.append(degrade(img, rng))
-        attrs.append(truth_attrs(truth))
-    data = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()  # uint8 N×3×64×64
+    data, attrs = _clip_training_set(n_images, rng)
     log(f"clip: rendered {n_images} images in {time.perf_counter() - t0:.0f}s")
 
     tmp = out.with_name(out.name + ".tmp")
@@ -273,16 +294,8 @@ def train_clip(out: Path, seed: int = 0, n_images: int = 24000, steps: int = 100
     losses = []
     for step in range(steps):
         idx = torch.randint(0, n_images, (batch,), generator=g)
-        x = data[idx].float() / 255.0
         flip = torch.rand(batch, generator=g) < 0.5
-        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-        caps = [caption(attrs[int(i)], rng) for i in idx]
-        texts = [c[0] for c in caps]
-        pos = torch.tensor([[compatible(attrs[int(i)], c[1]) for c in caps] for i in idx], dtype=torch.float32)
-        img_f, txt_f, scale = model((x - mean) / std, tokenizer(texts))[:3]  # unit-norm; scale = exp(logit_scale)
-        logits = scale * img_f @ txt_f.T
-        loss = 0.5 * (-(pos / pos.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
-                      - (pos.T / pos.T.sum(1, keepdim=True) * logits.T.log_softmax(1)).sum(1).mean())
+        loss = _clip_batch_loss(model, tokenizer, data, attrs, idx, flip, rng, mean, std)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
