@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from herobench.core.pipeline import SDComponents
 from herobench.glyphworld import render
 from herobench.modelcard import write_model_card
 
@@ -355,18 +356,8 @@ def mark_float32_default(model_dir: Path) -> None:
 
 def _save_pipeline(out_dir: Path, vae, text_encoder, tokenizer, unet, scheduler) -> None:
     """The trained components as one diffusers folder, weights in fp16 (the text encoder's config float32)."""
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = SDComponents(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, unet=unet,
+                        scheduler=scheduler).to_pipeline()
     pipe.to(torch.float16)
     pipe.save_pretrained(out_dir, safe_serialization=True)
     mark_float32_default(out_dir)
