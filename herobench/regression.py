@@ -191,8 +191,8 @@ def paired_check(rows: Sequence[Row], reference: Mapping[str, Mapping[str, Mappi
         The rows, each ``ok`` row whose images moved turned ``MOVED (paired)``; points without per-image
         data on either side keep ``paired = ""``.
     """
-    from herobench.stats import paired as paired_stats
     from herobench.harness.evaluate import successes_of
+    from herobench.stats import paired as paired_stats
 
     out = []
     for row in rows:
