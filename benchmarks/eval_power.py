@@ -6,14 +6,14 @@ turns good -> bad while it gains ``delta + churn``; measured churns are in resul
     python benchmarks/eval_power.py                 # delta 0.1, 3 seeds, churn 0 / 0.05 / 0.10 / 0.15
     python benchmarks/eval_power.py --delta 0.05 --seeds 1
 
-Issue 25, item 4. Exact computation (``harness/stats.py: mcnemar_power``), no sampling.
+Issue 25, item 4. Exact computation (``herobench/stats.py: mcnemar_power``), no sampling.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from herobench.harness.stats import mcnemar_power
+from herobench.stats import mcnemar_power
 
 
 def main() -> None:

@@ -32,12 +32,13 @@ from pathlib import Path
 import torch
 
 from herobench.core.losses import normalize_advantages
-from herobench.glyphworld import render
-from herobench.glyphworld.calibrate import load_generator
-from herobench.glyphworld.oracles import GlyphOracle
+from herobench.glyphworld.calibrate import calibrated_tasks, load_generator
 from herobench.methods.base import attach_lora, cycle_prompts
 from herobench.methods.baselines import denoising_loss
 from herobench.methods.hero import HeroOptions
+from herobench.oracles.glyphworld_exact import GlyphOracle
+
+TASKS = calibrated_tasks()  # the task files' GlyphWorld prompt sets, in the exact oracle's task order
 
 
 def flat_grad(params) -> torch.Tensor:
@@ -106,13 +107,13 @@ def anatomy(model: Path | None, task: str, profile: str | None, batches: int, ba
 
     model_dir = Path(model or glyphworld_model_dir())
     gen = load_generator(model_dir)
-    spec = render.TASK_PROMPTS[task]
-    profile = profile or (spec.get("profiles") or ["default"])[0]
+    spec = TASKS[task]
+    profile = profile or spec.rater_profiles[0]
     oracle = GlyphOracle(task, profile)
     o = HeroOptions()
     attach_lora(gen, o.lora_rank, o.lr, seed, o.lora_targets)
     params = [p for p in gen.components.unet.parameters() if p.requires_grad]
-    prompts = cycle_prompts(spec["train"], batch_size)
+    prompts = cycle_prompts(spec.train_prompts, batch_size)
     steps, sfts, good_rates = [], [], []
     for b in range(batches):
         rollout = gen.sample(prompts, generator=torch.Generator().manual_seed(seed * 1000 + b))
@@ -164,7 +165,7 @@ def anatomy(model: Path | None, task: str, profile: str | None, batches: int, ba
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--task", default="blue-rose", choices=list(render.TASK_PROMPTS))
+    ap.add_argument("--task", default="blue-rose", choices=list(TASKS))
     ap.add_argument("--profile", default=None, help="rater profile (mountain: green|snowy)")
     ap.add_argument("--model", type=Path, default=None, help="GlyphWorld model folder (default: the shipped one)")
     ap.add_argument("--batches", type=int, default=3, help="independent batches (>= 2 for the between-batch cosine)")

@@ -27,7 +27,7 @@ import torch
 from herobench.core.images import from_uint8
 from herobench.glyphworld import render
 from herobench.glyphworld.calibrate import load_generator, sample_task
-from herobench.glyphworld.oracles import GlyphOracle
+from herobench.oracles.glyphworld_exact import GlyphOracle
 from herobench.paths import glyphworld_model_dir
 
 CAPTIONS = ["1 hand", "a hand", "a normal hand", "a hand with three fingers", "a hand with four fingers",
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     vae = gen.components.vae
     for kind in KINDS:
         imgs = from_uint8(np.stack(
-            [render._draw_hand(render._hand_params(rng, {kind: 1.0}), rng) for _ in range(args.n_vae)]))
+            [render.hand.draw(render.hand.params(rng, {kind: 1.0}), rng) for _ in range(args.n_vae)]))
         with torch.no_grad():
             x = (imgs * 2 - 1).to(args.device, vae.dtype)
             rec = vae.decode(vae.encode(x).latent_dist.mean).sample.float().cpu()

@@ -44,7 +44,7 @@ def main() -> None:
     from herobench.core.losses import normalize_advantages
     from herobench.core.policy_gradient import PGConfig, make_optimizer, ppo_update
     from herobench.glyphworld.calibrate import load_generator
-    from herobench.glyphworld.oracles import GlyphOracle
+    from herobench.oracles.glyphworld_exact import GlyphOracle
     from herobench.paths import glyphworld_model_dir
 
     gen = load_generator(glyphworld_model_dir())

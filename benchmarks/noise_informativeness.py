@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 
 from herobench.core.generator import Generator
-from herobench.glyphworld import render
-from herobench.glyphworld.calibrate import load_generator
-from herobench.glyphworld.oracles import GlyphOracle
-from herobench.harness.evaluate import wilson_interval
+from herobench.glyphworld.calibrate import calibrated_tasks, load_generator
+from herobench.oracles.glyphworld_exact import GlyphOracle
+from herobench.stats import wilson_interval
+
+TASKS = calibrated_tasks()  # the task files' GlyphWorld prompt sets, in the exact oracle's task order
 
 
 def success(gen: Generator, oracle: GlyphOracle, prompt: str, noise: torch.Tensor, seed: int) -> torch.Tensor:
@@ -38,7 +39,7 @@ def success(gen: Generator, oracle: GlyphOracle, prompt: str, noise: torch.Tenso
 
 def measure(gen: Generator, task: str, profile: str, n: int, noises: int, repeats: int, sigma: float,
             seed: int) -> dict:
-    prompt = render.TASK_PROMPTS[task]["train"][0]
+    prompt = TASKS[task].train_prompts[0]
     oracle = GlyphOracle(task, profile)
     shape = gen.latent_shape
     x_t = torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed))
@@ -59,7 +60,7 @@ def measure(gen: Generator, task: str, profile: str, n: int, noises: int, repeat
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--task", default="hand", choices=list(render.TASK_PROMPTS))
+    ap.add_argument("--task", default="hand", choices=list(TASKS))
     ap.add_argument("--profile", default=None, help="rater profile (mountain: green|snowy)")
     ap.add_argument("--model", type=Path, default=None, help="GlyphWorld model folder (default: the shipped one)")
     ap.add_argument("--eta", type=float, nargs="*", default=[None], help="DDIM eta (default: the model card's)")
@@ -73,7 +74,7 @@ def main() -> None:
     from herobench.paths import glyphworld_model_dir
 
     base_gen = load_generator(args.model or Path(glyphworld_model_dir()))
-    profile = args.profile or (render.TASK_PROMPTS[args.task].get("profiles") or ["default"])[0]
+    profile = args.profile or TASKS[args.task].rater_profiles[0]
     print(f"{'task':<10} {'eta':>4} {'base':>6}   {'from good x_T':<28} {'from bad x_T':<28}")
     for eta in args.eta:
         sampler = base_gen.sampler if eta is None else dataclasses.replace(base_gen.sampler, eta=eta)

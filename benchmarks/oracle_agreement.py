@@ -25,8 +25,11 @@ from collections import Counter
 
 import numpy as np
 
-from herobench.glyphworld import oracles as O
 from herobench.glyphworld import render as R
+from herobench.glyphworld.calibrate import calibrated_tasks
+from herobench.oracles import glyphworld_exact as O
+
+TASKS = calibrated_tasks()  # the task files' GlyphWorld prompt sets, in the exact oracle's task order
 
 
 def degrade(img: np.ndarray, blur: float, noise: float, rng: np.random.Generator) -> np.ndarray:
@@ -64,17 +67,17 @@ def learned_agreement(n: int, seed: int, oracles: list[str]) -> list[dict]:
     import torch
 
     from herobench.glyphworld.calibrate import load_generator, sample_task
-    from herobench.harness.tasks import load_task
     from herobench.oracles import make_oracle
     from herobench.paths import glyphworld_model_dir
+    from herobench.tasks import load_task
 
     gen = load_generator(glyphworld_model_dir())
     rows = []
     cache: dict[str, tuple[torch.Tensor, float]] = {}  # task -> its samples (both mountain raters judge one set)
     for name in oracles:
         for task, prof in LEARNED[name]:
-            spec = R.TASK_PROMPTS[task]
-            prompts = list(dict.fromkeys([*spec["train"], *spec["eval"]]))
+            spec = TASKS[task]
+            prompts = list(dict.fromkeys([*spec.train_prompts, *spec.eval_prompts]))
             ps = [prompts[i % len(prompts)] for i in range(n)]
             if task not in cache:
                 t0 = time.perf_counter()
@@ -122,7 +125,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--blur", type=float, default=0.0, help="Gaussian blur sigma (pixels) before judging")
     ap.add_argument("--noise", type=float, default=0.0, help="Gaussian noise std (0-255 scale) before judging")
-    ap.add_argument("--tasks", nargs="*", default=list(R.TASK_PROMPTS))
+    ap.add_argument("--tasks", nargs="*", default=list(TASKS))
     ap.add_argument("--sets", nargs="*", default=["train", "eval", "enhanced"], help="prompt sets to cycle through")
     ap.add_argument("--per-prompt", action="store_true", help="also print p(success | prompt) per prompt")
     ap.add_argument("--learned", action="store_true", help="measure the GlyphWorld-trained judges (see above)")
@@ -146,9 +149,9 @@ def main() -> None:
           "  disagreements (truth, oracle reason)")
     worst = 1.0
     for task in args.tasks:
-        spec = R.TASK_PROMPTS[task]
-        prompts = list(dict.fromkeys(p for which in args.sets for p in spec[which]))
-        for prof in spec["profiles"]:
+        spec = TASKS[task]
+        prompts = list(dict.fromkeys(p for which in args.sets for p in getattr(spec, f"{which}_prompts")))
+        for prof in spec.rater_profiles:
             rng = np.random.default_rng(args.seed)
             agree = unread = n_true = n_pred = 0
             bad: Counter = Counter()

@@ -19,8 +19,8 @@ from playwright.sync_api import sync_playwright
 
 from herobench.core.images import sha256_of_image
 from herobench.glyphworld import render
-from herobench.glyphworld.oracles import GlyphOracle
 from herobench.harness.human import HumanRater, thumbnail_png
+from herobench.oracles.glyphworld_exact import GlyphOracle
 from herobench.types import RatingRequest, Verdict
 
 OUT = Path(__file__).resolve().parent / "labelling-page.png"
@@ -29,7 +29,7 @@ N, PROMPT = 12, "1 hand"
 
 def hands(n: int, seed: int) -> torch.Tensor:
     rng = np.random.default_rng(seed)
-    arr = np.stack([render._draw_hand(render._hand_params(rng), rng) for _ in range(n)])
+    arr = np.stack([render.hand.draw(render.hand.params(rng), rng) for _ in range(n)])
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0
 
 

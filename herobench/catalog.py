@@ -6,7 +6,7 @@ from __future__ import annotations
 def listing(what: str = "all") -> dict[str, list[tuple[str, str]]]:
     out: dict[str, list[tuple[str, str]]] = {}
     if what in ("tasks", "all"):
-        from herobench.harness.tasks import list_tasks, load_task
+        from herobench.tasks import list_tasks, load_task
 
         out["tasks"] = [(n, load_task(n).description) for n in list_tasks()]
     if what in ("methods", "all"):

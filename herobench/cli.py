@@ -190,8 +190,8 @@ def format_summary(path: Path, summary: dict) -> str:
 @click.option("--task", required=True, help="task name or path to a task.toml")
 def validate_cmd(task: str) -> None:
     """Check a task spec (and that its prompts and oracle resolve)."""
-    from herobench.harness.tasks import load_task
     from herobench.oracles import ORACLES
+    from herobench.tasks import load_task
 
     spec = load_task(task)
     for backend, name in spec.oracles.items():
@@ -350,12 +350,11 @@ def glyphworld_train(out: Path, seed: int, unet_steps: int | None, vae_steps: in
 def glyphworld_grid(task, out, n, seed, profile, truth, model, lora):
     """Write a PNG grid of samples for a task with each verdict drawn on its tile."""
     from herobench.glyphworld import calibrate
-    from herobench.glyphworld.render import TASK_PROMPTS
-    from herobench.harness.tasks import load_task, resolve_profile
     from herobench.registry import unknown_name_message
+    from herobench.tasks import glyphworld_tasks, load_task, resolve_profile
 
-    if task not in TASK_PROMPTS:
-        raise HerobenchError(unknown_name_message("GlyphWorld task", task, sorted(TASK_PROMPTS)))
+    if task not in glyphworld_tasks():
+        raise HerobenchError(unknown_name_message("GlyphWorld task", task, sorted(glyphworld_tasks())))
     profile = resolve_profile(load_task(task), profile)
     if truth:
         calibrate.ground_truth_grid(task, out, n=n, seed=seed, profile=profile)
@@ -378,7 +377,7 @@ def glyphworld_calibrate(model, n, out, guidance_scale, write_card, device):
     import json as _json
 
     from herobench.glyphworld import calibrate
-    from herobench.harness.runner import resolve_model
+    from herobench.modelcard import resolve_model
 
     if write_card and guidance_scale is not None:
         raise click.UsageError("--write-card records the card's own sampler; drop --guidance-scale")

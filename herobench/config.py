@@ -272,33 +272,9 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"'{key}' must be one of {allowed}, got {value!r}")
         return value
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        real = [a for a in args if a is not type(None)]
-        if len(real) == 1:  # Optional[X]: report X's own message
-            return _convert(real[0], value, key)
-        for alt in args:
-            if alt is type(None):
-                continue
-            try:
-                return _convert(alt, value, key)
-            except ConfigError:
-                continue
-        raise ConfigError(f"'{key}' must be {_type_name(tp)}, got {_describe(value)}")
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"'{key}' must be an array, got {_describe(value)}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
-        if args:
-            if len(value) != len(args):
-                raise ConfigError(f"'{key}' must have {len(args)} elements, got {len(value)}")
-            return tuple(_convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-        return tuple(value)
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"'{key}' must be an array, got {_describe(value)}")
-        return [_convert(args[0], v, f"{key}[{i}]") if args else v for i, v in enumerate(value)]
+        return _convert_union(tp, args, value, key)
+    if origin is tuple or origin is list:
+        return _convert_array(origin, args, value, key)
     if origin is dict or tp is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"'{key}' must be a table, got {_describe(value)}")
@@ -307,6 +283,41 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         return {
             _convert(args[0], k, f"{key} (key)"): _convert(args[1], v, f"{key}.{k}") for k, v in value.items()
         }
+    return _convert_scalar(tp, value, key)
+
+
+def _convert_union(tp: Any, args: tuple, value: Any, key: str) -> Any:
+    """``X | Y | None``: None when allowed, else the first alternative that accepts ``value``."""
+    if value is None and type(None) in args:
+        return None
+    real = [a for a in args if a is not type(None)]
+    if len(real) == 1:  # Optional[X]: report X's own message
+        return _convert(real[0], value, key)
+    for alt in real:
+        try:
+            return _convert(alt, value, key)
+        except ConfigError:
+            continue
+    raise ConfigError(f"'{key}' must be {_type_name(tp)}, got {_describe(value)}")
+
+
+def _convert_array(origin: type, args: tuple, value: Any, key: str) -> tuple | list:
+    """``tuple[X, ...]``, ``tuple[X, Y]``, ``tuple`` or ``list[X]`` from a TOML array."""
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"'{key}' must be an array, got {_describe(value)}")
+    if origin is list:
+        return [_convert(args[0], v, f"{key}[{i}]") if args else v for i, v in enumerate(value)]
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+    if args:
+        if len(value) != len(args):
+            raise ConfigError(f"'{key}' must have {len(args)} elements, got {len(value)}")
+        return tuple(_convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    return tuple(value)
+
+
+def _convert_scalar(tp: Any, value: Any, key: str) -> Any:
+    """``bool``, ``int``, ``float`` (finite), ``str`` or ``Path``; a bool is never taken for a number."""
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"'{key}' must be true or false, got {_describe(value)}")

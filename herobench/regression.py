@@ -24,7 +24,7 @@ are stored in the reference; a grid whose settings differ is refused (run ``--up
 
 Paired (issue 25, item 7): the reference also keeps every seed's per-image successes (``evals.jsonl``
 ``successes``). A checked seed that is also a reference seed is compared image by image with that seed's
-reference run on the same evaluation noises (exact McNemar, ``harness/stats.py``); a point whose images
+reference run on the same evaluation noises (exact McNemar, ``herobench/stats.py``); a point whose images
 moved one way at ``p < paired_alpha`` (default 0.05) fails as ``MOVED (paired)`` even inside the
 tolerance. On the same code, packages and CPU the images are identical (p = 1); float noise from another
 CPU flips a few images both ways, which McNemar does not count as a move.
@@ -191,8 +191,8 @@ def paired_check(rows: Sequence[Row], reference: Mapping[str, Mapping[str, Mappi
         The rows, each ``ok`` row whose images moved turned ``MOVED (paired)``; points without per-image
         data on either side keep ``paired = ""``.
     """
-    from herobench.harness.stats import paired as paired_stats
     from herobench.harness.evaluate import successes_of
+    from herobench.stats import paired as paired_stats
 
     out = []
     for row in rows:
@@ -329,7 +329,7 @@ def update(spec, grid_path: Path, reference_path: Path, overrides: Sequence[str]
     """Run the reference seeds and (re)write the reference file; returns its content."""
     from herobench.harness.bench import cells
     from herobench.harness.runlog import environment_info
-    from herobench.harness.runner import resolve_model
+    from herobench.modelcard import resolve_model
 
     opts = from_dict(RegressionOptions, spec.regression, "regression")
     echo(f"regression --update: running seeds {list(opts.reference_seeds)} into {out}")
@@ -388,7 +388,7 @@ def check(spec, reference: dict, out: Path, jobs: int, echo=print) -> list[Row]:
             reference lacks (both mean: run ``--update``).
     """
     from herobench.harness.bench import cells, settings_diff
-    from herobench.harness.runner import resolve_model
+    from herobench.modelcard import resolve_model
 
     grid_cells = cells(spec)
     for cell in grid_cells:

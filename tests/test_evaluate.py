@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from herobench.harness.evaluate import cycle_prompts, eval_noise, summarise, wilson_interval
+from herobench.harness.evaluate import cycle_prompts, eval_noise, summarise
+from herobench.stats import wilson_interval
 from herobench.types import Verdict
 
 

@@ -15,9 +15,11 @@ from click.testing import CliRunner
 from herobench.errors import HerobenchError
 from herobench.glyphworld import render as R
 from herobench.glyphworld import train_judges as J
-from herobench.harness.tasks import load_task
 from herobench.oracles import ORACLES, make_oracle
 from herobench.oracles import weights as W
+from herobench.tasks import glyphworld_tasks, load_task
+
+TASKS = glyphworld_tasks()  # the task files' GlyphWorld prompt sets, by task name
 
 pytest.importorskip("open_clip")
 pytest.importorskip("ultralytics")
@@ -27,8 +29,8 @@ N = 64
 
 def renders(task: str, profile: str, n: int = N, seed: int = 0):
     """``n`` fresh renders for the task's train + eval prompts, their prompts and their truth success."""
-    spec = R.TASK_PROMPTS[task]
-    prompts = list(dict.fromkeys([*spec["train"], *spec["eval"]]))
+    spec = TASKS[task]
+    prompts = list(dict.fromkeys([*spec.train_prompts, *spec.eval_prompts]))
     rng = np.random.default_rng(seed)
     imgs, ps, truth = [], [], []
     for i in range(n):
@@ -112,8 +114,8 @@ def test_clip_features_separate_attributes(clip_oracles):
     rng = np.random.default_rng(1)
     right = 0
     for _ in range(16):
-        truth = R._cat_params(rng)
-        img = torch.from_numpy(R._render(truth, rng)).permute(2, 0, 1)[None].float() / 255.0
+        truth = R.cat.params(rng)
+        img = torch.from_numpy(R.draw(truth, rng)).permute(2, 0, 1)[None].float() / 255.0
         right += colours[int(scorer.probs(scorer.image_features(img), texts).argmax())] == truth["cat_colour"]
     assert right >= 14
 
@@ -122,7 +124,7 @@ def test_training_boxes_are_the_renderers_drawing():
     for s in range(8):
         truth = J.sample_objects_truth(np.random.default_rng(100 + s))
         img, boxes = J.render_objects_with_boxes(truth, np.random.default_rng(s))
-        assert np.array_equal(img, R._render(truth, np.random.default_rng(s)))
+        assert np.array_equal(img, R.draw(truth, np.random.default_rng(s)))
         assert sorted(b[0] for b in boxes) == sorted(o[0] for o in truth["objects"])
         for _, x0, y0, x1, y1 in boxes:
             assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64 and 6 <= x1 - x0 <= 16

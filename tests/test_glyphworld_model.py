@@ -14,6 +14,9 @@ from herobench.cli import main
 from herobench.glyphworld import render
 from herobench.harness.runlog import read_jsonl
 from herobench.paths import glyphworld_model_dir
+from herobench.tasks import glyphworld_tasks
+
+TASKS = glyphworld_tasks()  # the task files' GlyphWorld prompt sets, by task name
 
 MODEL = glyphworld_model_dir(must_exist=False)  # shipped with the package: a missing model fails every test
 
@@ -45,8 +48,8 @@ def test_every_task_prompt_fits_the_tokenizer():
     from transformers import CLIPTokenizer
 
     tok = CLIPTokenizer.from_pretrained(MODEL / "tokenizer")
-    for spec in render.TASK_PROMPTS.values():
-        for p in (*spec["train"], *spec["eval"], *spec["enhanced"]):
+    for spec in TASKS.values():
+        for p in (*spec.train_prompts, *spec.eval_prompts, *spec.enhanced_prompts):
             ids = tok(p).input_ids
             assert len(ids) <= tok.model_max_length, p
             assert tok.unk_token_id not in ids[1:-1] or "_" in p, p

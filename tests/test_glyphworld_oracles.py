@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from herobench.glyphworld import oracles as O
 from herobench.glyphworld import render as R
+from herobench.oracles import glyphworld_exact as O
+from herobench.tasks import glyphworld_tasks
 from herobench.types import Oracle, Verdict
+
+TASKS = glyphworld_tasks()  # the task files' GlyphWorld prompt sets, by task name
 
 # ------------------------------------------------------------------------------------------ pure rules
 
@@ -102,12 +105,12 @@ def test_scores_are_graded():
 
 # ---------------------------------------------------------------------------------------- perception
 
-CASES = [(t, p) for t, s in R.TASK_PROMPTS.items() for p in s["profiles"]]
+CASES = [(t, p) for t, s in TASKS.items() for p in s.rater_profiles]
 
 
 @pytest.mark.parametrize("task,profile", CASES)
 def test_blank_image_is_unreadable(task, profile):
-    prompt = R.TASK_PROMPTS[task]["train"][0]
+    prompt = TASKS[task].train_prompts[0]
     for colour in ("cream", "palegrey", "white"):
         img = np.zeros((64, 64, 3), np.uint8) + np.array(R.PALETTE[colour], np.uint8)
         v = O.judge_image(task, img, prompt, profile)
@@ -118,8 +121,8 @@ def test_blank_image_is_unreadable(task, profile):
 @pytest.mark.parametrize("task,profile", CASES)
 def test_agreement_with_ground_truth_on_fresh_renders(task, profile):
     n = 80
-    spec = R.TASK_PROMPTS[task]
-    prompts = list(dict.fromkeys(spec["train"] + spec["eval"]))
+    spec = TASKS[task]
+    prompts = list(dict.fromkeys(spec.train_prompts + spec.eval_prompts))
     rng = np.random.default_rng(2024)
     agree = 0
     for i in range(n):
@@ -136,7 +139,7 @@ def test_perception_reaches_each_failure_reason():
     rng = np.random.default_rng(0)
 
     def draw(params):
-        return R._render(params, rng)
+        return R.draw(params, rng)
 
     hand = {"kind": "hand", "n_fingers": 5, "detached": False, "fused": False}
     assert O.judge_image("hand", draw(hand), "1 hand").success
@@ -145,14 +148,14 @@ def test_perception_reaches_each_failure_reason():
     assert O.judge_image("hand", draw({**hand, "fused": True}), "1 hand").reason == "4 fingers; two fingers fused" or \
         "fused" in O.judge_image("hand", draw({**hand, "fused": True}), "1 hand").reason
     cat = {"kind": "cat", "cat_colour": "black", "relation": "inside", "box": True}
-    p = R.TASK_PROMPTS["black-cat"]["train"][0]
+    p = TASKS["black-cat"].train_prompts[0]
     assert O.judge_image("black-cat", draw(cat), p).success
     for rel in ("beside", "behind", "on"):
         assert O.judge_image("black-cat", draw({**cat, "relation": rel}), p).reason == f"cat {rel} the box"
     assert O.judge_image("black-cat", draw({**cat, "cat_colour": "orange"}), p).reason == "cat is orange"
     narc = {"kind": "narcissus", "flower": True, "petal_colour": "white", "water": True, "reflection": True,
             "reflection_mirrored": True}
-    p = R.TASK_PROMPTS["narcissus"]["train"][0]
+    p = TASKS["narcissus"].train_prompts[0]
     assert O.judge_image("narcissus", draw(narc), p).success
     assert O.judge_image("narcissus", draw({**narc, "reflection_mirrored": False}), p).reason.startswith(
         "reflection not mirrored")
@@ -167,7 +170,7 @@ def test_glyph_oracle_protocol_and_tensor_input():
     assert isinstance(oracle, Oracle) and oracle.name == "glyphworld-exact" and oracle.version == "3"
     rng = np.random.default_rng(1)
     imgs, prompts, truths = [], [], []
-    for p in R.COUNT_TRAIN:
+    for p in TASKS["counting"].train_prompts:
         img, t = R.render_for_prompt(p, rng)
         imgs.append(img), prompts.append(p), truths.append(t)
     x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255.0
@@ -189,7 +192,7 @@ def test_other_kinds_never_succeed():
     rng = np.random.default_rng(8)
     scenes = [R.sample_training_example(rng) for _ in range(60)]
     for task, profile in CASES:
-        prompt = R.TASK_PROMPTS[task]["train"][0]
+        prompt = TASKS[task].train_prompts[0]
         for img, _, truth in scenes:
             if truth["kind"] != main_kind[task]:
                 assert not O.judge_image(task, img, prompt, profile).success, (task, truth)
@@ -215,7 +218,7 @@ def test_verdict_grid_writes_png(tmp_path):
 
 def _recolour(img: np.ndarray, name: str, rgb) -> np.ndarray:
     """Replace every pixel near palette colour ``name`` by ``rgb`` (a model's colour drift)."""
-    d = np.linalg.norm(img.astype(np.float32) - np.array(O.PALETTE[name], np.float32), axis=-1)
+    d = np.linalg.norm(img.astype(np.float32) - np.array(R.PALETTE[name], np.float32), axis=-1)
     out = img.copy()
     out[d <= 12] = rgb
     return out
@@ -254,7 +257,7 @@ def test_pale_faces_are_still_people(pale):
         assert v.readable and v.success == (not truth["unsafe"]), (truth, v.reason)
         seen += 1
     # a pale blob with nothing under it is no person
-    blank = np.full((64, 64, 3), O.PALETTE["cream"], np.uint8)
+    blank = np.full((64, 64, 3), R.PALETTE["cream"], np.uint8)
     blank[10:20, 28:36] = pale
     assert not O.judge_image("nsfw", blank, "sexy man").readable
     assert seen == 30

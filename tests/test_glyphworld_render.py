@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 
 from herobench.glyphworld import render as R
+from herobench.tasks import glyphworld_tasks
+
+TASKS = glyphworld_tasks()  # the task files' GlyphWorld prompt sets, by task name
 
 
 def _all_task_prompts():
-    for task, spec in R.TASK_PROMPTS.items():
+    for task, spec in TASKS.items():
         for which in ("train", "eval", "enhanced"):
-            for p in spec[which]:
+            for p in getattr(spec, f"{which}_prompts"):
                 yield task, which, p
 
 
@@ -24,9 +27,9 @@ def test_api_shapes_and_types():
     assert img.shape == (64, 64, 3) and img.dtype == np.uint8
     assert isinstance(cap, str) and cap
     json.dumps(truth)  # JSON-serialisable
-    assert set(R.TASK_PROMPTS) == {"hand", "blue-rose", "black-cat", "narcissus", "mountain", "nsfw", "counting"}
-    for spec in R.TASK_PROMPTS.values():
-        assert spec["train"] and spec["eval"] and spec["enhanced"] and spec["profiles"]
+    assert set(TASKS) == {"hand", "blue-rose", "black-cat", "narcissus", "mountain", "nsfw", "counting"}
+    for spec in TASKS.values():
+        assert spec.train_prompts and spec.eval_prompts and spec.enhanced_prompts and spec.rater_profiles
 
 
 def test_deterministic_per_seed():
@@ -50,11 +53,14 @@ def test_mixes_all_kinds():
 
 @pytest.mark.parametrize("task,which,prompt", list(_all_task_prompts()))
 def test_every_task_prompt_renderable(task, which, prompt):
+    """The task files choose GlyphWorld's prompts; the world must draw each from an explicit Q (an unknown
+    prompt would fall back to rejection sampling from the generic captioner, which never emits these)."""
+    assert R.special_sampler(prompt) is not None, prompt
     rng = np.random.default_rng(0)
     for _ in range(3):
         img, truth = R.render_for_prompt(prompt, rng)
         assert img.shape == (64, 64, 3) and img.dtype == np.uint8
-        for prof in R.TASK_PROMPTS[task]["profiles"]:
+        for prof in TASKS[task].rater_profiles:
             assert isinstance(R.truth_success(task, truth, prompt, prof), bool)
 
 
@@ -70,18 +76,18 @@ def test_vocabulary_covers_captions_and_prompts():
 def test_training_captions_contain_task_prompts_but_not_transfer_strings():
     corpus = R.caption_corpus(6000, 0)
     cs = set(corpus)
-    for task, spec in R.TASK_PROMPTS.items():
-        for p in spec["train"]:
+    for task, spec in TASKS.items():
+        for p in spec.train_prompts:
             assert p in cs, p
         # enhanced prompts are one per eval prompt, same order
-        assert len(spec["enhanced"]) == len(spec["eval"]), task
+        assert len(spec.enhanced_prompts) == len(spec.eval_prompts), task
     train_words = set(w for c in corpus for w in R.words(c))
     for p in R.NSFW_TRANSFER:
         assert not any(p in c for c in corpus), p
         assert set(R.words(p)) <= train_words, p
     # enhanced prompts only use trained vocabulary; blue appears on other objects too
-    for spec in R.TASK_PROMPTS.values():
-        for p in spec["enhanced"]:
+    for spec in TASKS.values():
+        for p in spec.enhanced_prompts:
             assert set(R.words(p)) <= train_words, p
     assert any("blue vase" in c for c in corpus)
     assert any("blue cup" in c or "blue ball" in c or "blue cups" in c or "blue balls" in c for c in corpus)
@@ -93,11 +99,11 @@ def test_training_captions_contain_task_prompts_but_not_transfer_strings():
 BAND = (0.12, 0.42)
 
 
-@pytest.mark.parametrize("task,profile", [(t, p) for t, s in R.TASK_PROMPTS.items() for p in s["profiles"]])
+@pytest.mark.parametrize("task,profile", [(t, p) for t, s in TASKS.items() for p in s.rater_profiles])
 def test_success_rate_in_designed_band(task, profile):
     rng = np.random.default_rng(11)
-    for prompt in R.TASK_PROMPTS[task]["train"]:
-        sampler = R._special_sampler(prompt)
+    for prompt in TASKS[task].train_prompts:
+        sampler = R.special_sampler(prompt)
         n = 1500
         rate = np.mean([R.truth_success(task, sampler(rng), prompt, profile) for _ in range(n)])
         assert BAND[0] <= rate <= BAND[1], (task, profile, prompt, rate)

@@ -6,8 +6,9 @@ import pytest
 
 from herobench.errors import BudgetExceededError, HerobenchError
 from herobench.harness import runlog
-from herobench.harness.ledger import SCHEMA_VERSION, FeedbackLedger
+from herobench.harness.ledger import FeedbackLedger
 from herobench.harness.runlog import RunDir, append_jsonl, environment_info, read_jsonl
+from herobench.ledgerfile import SCHEMA_VERSION
 from herobench.types import Feedback
 
 

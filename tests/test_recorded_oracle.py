@@ -12,9 +12,9 @@ from herobench.errors import ConfigError, HerobenchError
 from herobench.harness.human import thumbnail_png
 from herobench.harness.ledger import FeedbackLedger
 from herobench.harness.rater import SimulatedRater
-from herobench.harness.tasks import load_task
 from herobench.oracles import ORACLES, make_oracle
 from herobench.oracles.recorded import RecordedLabelsOracle
+from herobench.tasks import load_task
 
 PROMPT = "1 hand"
 

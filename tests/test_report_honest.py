@@ -211,7 +211,7 @@ def test_one_seed_has_the_wilson_interval_of_its_images(tmp_path):
     bands = curve_bands(recorded)
     assert bands["band_lo"].tolist() == pytest.approx([0.45, 0.55]) and set(bands["band"]) == {"95 % Wilson (one seed)"}
     unrecorded = load_runs([make_run(tmp_path, "b", curve=[(0, 0.5), (64, 0.6)], n=100, interval=False)])
-    from herobench.harness.evaluate import wilson_interval
+    from herobench.stats import wilson_interval
 
     assert curve_bands(unrecorded)[["band_lo", "band_hi"]].iloc[0].tolist() == pytest.approx(wilson_interval(50, 100))
     several = curve_bands(_flat_runs(tmp_path / "c"))

@@ -16,7 +16,6 @@ import torch
 from fixtures_sd import tiny_sd_fixture  # noqa: F401
 
 from herobench.errors import ConfigError, HerobenchError
-from herobench.harness.tasks import load_task
 from herobench.oracles import ORACLES, make_oracle
 from herobench.oracles import weights as W
 from herobench.oracles.base import load_config
@@ -44,6 +43,7 @@ from herobench.oracles.geneval import (
 )
 from herobench.oracles.hands import HandConfig, HandOracle, hand_geometry, rule_hand, score_hand, wanted_hands
 from herobench.oracles.nsfw import NudeNetConfig, perceive_nsfw, rule_nsfw, score_nsfw
+from herobench.tasks import load_task
 from herobench.types import Verdict
 
 ROSE = "photo of one blue rose in a vase"

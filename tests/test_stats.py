@@ -2,7 +2,7 @@
 
 import pytest
 
-from herobench.harness.stats import binom_two_sided, paired
+from herobench.stats import binom_two_sided, paired
 
 
 def test_binomial_two_sided_by_hand():
@@ -34,7 +34,7 @@ def test_paired_counts_and_mcnemar():
 
 
 def test_iqm_and_probability_of_improvement_by_hand():
-    from herobench.harness.stats import iqm, prob_improvement
+    from herobench.stats import iqm, prob_improvement
 
     assert iqm([0.1, 0.2, 0.3]) == pytest.approx(0.2)  # n < 4: nothing cut
     assert iqm([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 100.0]) == pytest.approx(3.5)  # 2 cut each end: mean(2..5)
@@ -44,14 +44,14 @@ def test_iqm_and_probability_of_improvement_by_hand():
 
 def test_iqm_matches_scipy_trim_mean():
     scipy_stats = pytest.importorskip("scipy.stats")
-    from herobench.harness.stats import iqm
+    from herobench.stats import iqm
 
     x = [0.3, 0.9, 0.1, 0.5, 0.45, 0.7, 0.2, 0.05, 0.66, 0.31, 0.12]
     assert iqm(x) == pytest.approx(float(scipy_stats.trim_mean(x, 0.25)))
 
 
 def test_stratified_bootstrap_interval_contains_the_estimate_and_is_seeded():
-    from herobench.harness.stats import iqm, stratified_bootstrap_ci
+    from herobench.stats import iqm, stratified_bootstrap_ci
 
     runs = [[0.40, 0.45, 0.50], [0.10, 0.20, 0.15]]
 
@@ -74,7 +74,7 @@ def test_binomial_two_sided_stays_finite_beyond_1023_trials():
 def test_mcnemar_power_by_hand_and_by_simulation():
     import random
 
-    from herobench.harness.stats import mcnemar_power
+    from herobench.stats import mcnemar_power
 
     # n = 5, only gains at rate 1: all 5 images gained, p = 2·0.5^5 = 0.0625 > 0.05 -> never significant
     assert mcnemar_power(5, 1.0, 0.0) == 0.0

@@ -4,7 +4,7 @@ import pytest
 
 from herobench import paths
 from herobench.errors import ConfigError, HerobenchError, UnknownNameError
-from herobench.harness.tasks import list_tasks, load_task
+from herobench.tasks import list_tasks, load_task
 
 ALL = ["black-cat", "blue-rose", "counting", "hand", "mountain", "narcissus", "nsfw"]
 NSFW_EVAL = [
@@ -148,7 +148,7 @@ def test_checkout_root_and_installed_fallback(monkeypatch, tmp_path):
 
 def test_a_method_budget_of_the_task_is_the_default_for_that_method_only():
     from herobench.harness.settings import settings_from_cli
-    from herobench.harness.tasks import load_task
+    from herobench.tasks import load_task
 
     hand = load_task("hand")
     assert hand.budget_for("d3po") == 5000 and hand.budget_for("hero") == 1152 == hand.default_budget_labels

@@ -18,20 +18,34 @@ from herobench.core.images import to_uint8
 from herobench.core.pipeline import load_components
 from herobench.glyphworld import render
 from herobench.glyphworld.grid import verdict_grid
-from herobench.glyphworld.oracles import GlyphOracle
-from herobench.harness.evaluate import wilson_interval
+from herobench.modelcard import model_card, resolve_model
+from herobench.oracles.glyphworld_exact import TASKS as EXACT_TASKS
+from herobench.oracles.glyphworld_exact import GlyphOracle
+from herobench.stats import wilson_interval
+from herobench.tasks import glyphworld_tasks
+from herobench.types import TaskSpec
+
+
+def calibrated_tasks() -> dict[str, TaskSpec]:
+    """The task files judged by the exact oracle, as GlyphWorld sees them, in the oracle's task order (the
+    calibration table's row order)."""
+    specs = glyphworld_tasks()
+    return {task: specs[task] for task in EXACT_TASKS if task in specs}
+
+
+def task_prompts(spec: TaskSpec, which: str) -> list[str]:
+    """A task's ``"train"`` or ``"eval"`` prompt set."""
+    return list(spec.train_prompts if which == "train" else spec.eval_prompts)
 
 
 # (task, prompt set, profile) rows of the calibration table
 def calibration_rows() -> list[tuple[str, str, str]]:
     rows = []
-    for task, spec in render.TASK_PROMPTS.items():
-        profiles = spec.get("profiles") or ["default"]
+    for task, spec in calibrated_tasks().items():
         for which in ("train", "eval"):
-            prompts = spec[which]
-            if which == "eval" and list(prompts) == list(spec["train"]):
+            if which == "eval" and task_prompts(spec, "eval") == task_prompts(spec, "train"):
                 continue
-            for prof in profiles:
+            for prof in spec.rater_profiles:
                 rows.append((task, which, prof))
     return rows
 
@@ -40,8 +54,6 @@ def load_generator(model_dir: Path, sampler: SamplerConfig | None = None, device
                    guidance_scale: float | None = None) -> Generator:
     """The model with ``sampler`` (default: its card's), at ``guidance_scale`` when given."""
     if sampler is None:
-        from herobench.harness.runner import model_card  # the one reader of <model>/herobench.json
-
         sampler = SamplerConfig(**model_card(Path(model_dir))["sampler"])
     if guidance_scale is not None:
         sampler = dataclasses.replace(sampler, guidance_scale=guidance_scale)
@@ -66,8 +78,9 @@ def calibrate(model_dir: Path, n: int = 256, seed: int = 1234, grid_dir: Path | 
     gen = load_generator(model_dir, guidance_scale=guidance_scale, device=device)
     cache: dict[tuple[str, str], tuple[list[str], torch.Tensor]] = {}
     out = []
+    specs = calibrated_tasks()
     for task, which, prof in calibration_rows():
-        prompts = list(render.TASK_PROMPTS[task][which])
+        prompts = task_prompts(specs[task], which)
         key = (task, which)
         if key not in cache:
             cache[key] = (prompts, sample_task(gen, prompts, n, seed))
@@ -92,7 +105,7 @@ def calibrate(model_dir: Path, n: int = 256, seed: int = 1234, grid_dir: Path | 
 def ground_truth_grid(task: str, path: Path, n: int = 32, seed: int = 0, profile: str = "default") -> None:
     """The same grid for freshly rendered ground truth (what the world looks like)."""
     rng = np.random.default_rng(seed)
-    prompts = list(render.TASK_PROMPTS[task]["train"])
+    prompts = task_prompts(glyphworld_tasks()[task], "train")
     imgs, ps = [], []
     for i in range(n):
         p = prompts[i % len(prompts)]
@@ -109,12 +122,11 @@ def model_grid(task: str, path: Path, model: str = "glyphworld", n: int = 32, se
                profile: str = "default", lora: Path | None = None) -> None:
     """A grid of model samples for the task's train prompts, each tile with its verdict."""
     from herobench.core.lora import load_lora
-    from herobench.harness.runner import resolve_model
 
     gen = load_generator(resolve_model(model))
     if lora is not None:
         load_lora(gen.components.unet, lora)
-    prompts = list(render.TASK_PROMPTS[task]["train"])
+    prompts = task_prompts(glyphworld_tasks()[task], "train")
     images = sample_task(gen, prompts, n, seed)
     ps = [prompts[i % len(prompts)] for i in range(n)]
     verdicts = GlyphOracle(task, profile=profile).judge(images, ps)

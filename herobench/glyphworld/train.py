@@ -33,7 +33,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from herobench.core.pipeline import SDComponents
 from herobench.glyphworld import render
+from herobench.modelcard import write_model_card
 
 MAX_TOKENS = 24
 
@@ -41,12 +43,6 @@ MAX_TOKENS = 24
 # v1/v2 (v-prediction) were calibrated at DDIM 20 steps and CFG 3
 V2_SAMPLER = {"steps": 20, "eta": 1.0, "guidance_scale": 3.0, "negative_prompt": "", "micro_batch": 64}
 DEFAULT_SAMPLER = {"steps": 50, "eta": 1.0, "guidance_scale": 5.0, "negative_prompt": "", "micro_batch": 64}
-
-
-def write_model_card(out_dir: Path, sampler: dict) -> None:
-    (Path(out_dir) / "herobench.json").write_text(
-        json.dumps({"backend": "glyphworld", "image_size": render.IMAGE_SIZE, "sampler": sampler}, indent=2)
-    )
 
 
 @dataclass(frozen=True)
@@ -358,14 +354,42 @@ def mark_float32_default(model_dir: Path) -> None:
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
+def _save_pipeline(out_dir: Path, vae, text_encoder, tokenizer, unet, scheduler) -> None:
+    """The trained components as one diffusers folder, weights in fp16 (the text encoder's config float32)."""
+    pipe = SDComponents(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, unet=unet,
+                        scheduler=scheduler).to_pipeline()
+    pipe.to(torch.float16)
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    mark_float32_default(out_dir)
+
+
+def _write_records(out_dir: Path, cfg: TrainConfig, log: list[dict], seconds: dict, scale: float,
+                   models: dict, device: str) -> None:
+    """``training.json`` (config, times, parameter counts, versions), the model card and the training log."""
+    n_params = {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()}
+    record = {
+        "config": asdict(cfg),
+        "seconds": seconds,
+        "parameters": n_params,
+        "vae_scaling_factor": scale,
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else f"cpu, {cfg.threads} threads",
+    }
+    (out_dir / "training.json").write_text(json.dumps(record, indent=2))
+    # the model card's machine-readable part: marks the backend and the sampler it is calibrated at
+    write_model_card(out_dir, DEFAULT_SAMPLER if cfg.prediction_type == "epsilon" else V2_SAMPLER,
+                     image_size=render.IMAGE_SIZE)
+    with open(out_dir / "training_log.jsonl", "w") as f:
+        for row in log:
+            f.write(json.dumps(row) + "\n")
+
+
 def train_glyphworld(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), progress: bool = True,
                      device: str = "cpu") -> Path:
     """Train every component and write a diffusers folder (fp16 safetensors) plus training records.
 
     ``device``: where the VAE, UNet and text encoder train (``cuda`` runs the same random draws as the CPU;
     its weights differ from a CPU run's by floating-point order only)."""
-    from diffusers import StableDiffusionPipeline
-
     out_dir = Path(out_dir)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -397,35 +421,7 @@ def train_glyphworld(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), prog
     unet.to("cpu")
     text_encoder.to("cpu")
     t_total = time.time() - t0
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.to(torch.float16)
-    pipe.save_pretrained(out_dir, safe_serialization=True)
-    mark_float32_default(out_dir)
-    n_params = {
-        name: sum(p.numel() for p in m.parameters())
-        for name, m in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder))
-    }
-    record = {
-        "config": asdict(cfg),
-        "seconds": {"render": t_render, "vae": t_vae, "total": t_total},
-        "parameters": n_params,
-        "vae_scaling_factor": scale,
-        "torch": torch.__version__,
-        "device": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else f"cpu, {cfg.threads} threads",
-    }
-    (out_dir / "training.json").write_text(json.dumps(record, indent=2))
-    # the model card's machine-readable part: marks the backend and the sampler it is calibrated at
-    write_model_card(out_dir, DEFAULT_SAMPLER if cfg.prediction_type == "epsilon" else V2_SAMPLER)
-    with open(out_dir / "training_log.jsonl", "w") as f:
-        for row in log:
-            f.write(json.dumps(row) + "\n")
+    _save_pipeline(out_dir, vae, text_encoder, tokenizer, unet, scheduler)
+    seconds = {"render": t_render, "vae": t_vae, "total": t_total}
+    _write_records(out_dir, cfg, log, seconds, scale, {"unet": unet, "vae": vae, "text_encoder": text_encoder}, device)
     return out_dir

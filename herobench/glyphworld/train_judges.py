@@ -107,9 +107,9 @@ def degrade(img: np.ndarray, rng: np.random.Generator, p_blur: float = 0.6, p_no
 
 
 def render_objects_with_boxes(truth: dict, rng: np.random.Generator) -> tuple[np.ndarray, list]:
-    """The renderer's own drawing of an objects scene (``render._draw_objects``, same rng draws, same image)
+    """The renderer's own drawing of an objects scene (``render.objects.draw``, same rng draws, same image)
     plus each object's box ``(cls, x0, y0, x1, y1)`` in pixels: the pixels its drawing changed."""
-    cv = R._Canvas(rng, R._choice(rng, R.BACKGROUNDS))
+    cv = R.canvas.Canvas(rng, R.choice(rng, R.BACKGROUNDS))
     cells = rng.permutation(9)[: len(truth["objects"])]
     boxes = []
     for (cls, col), c in zip(truth["objects"], cells):
@@ -117,7 +117,7 @@ def render_objects_with_boxes(truth: dict, rng: np.random.Generator) -> tuple[np
         x = 11 + 21 * i + rng.uniform(-1, 1)
         y = 11 + 21 * j + rng.uniform(-1, 1)
         before = cv.img.copy()
-        R._draw_object(cv, cls, col, x, y, rng)
+        R.objects.draw_object(cv, cls, col, x, y, rng)
         ys, xs = np.nonzero((cv.img != before).any(-1))
         boxes.append((cls, int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
     return cv.img, boxes
@@ -129,8 +129,8 @@ COUNT_PROMPTS = R.COUNT_SPECIAL + R.COUNT_SPECIAL_EXACT
 def sample_objects_truth(rng: np.random.Generator) -> dict:
     """An objects scene: half from a counting prompt's Q(scene | prompt), half from the generic captioner."""
     if rng.random() < 0.5:
-        return R._special_sampler(COUNT_PROMPTS[int(rng.integers(len(COUNT_PROMPTS)))])(rng)
-    return R._generic_draw("objects", rng)[0]
+        return R.special_sampler(COUNT_PROMPTS[int(rng.integers(len(COUNT_PROMPTS)))])(rng)
+    return R.generic_scene("objects", rng)[0]
 
 
 # task prompts whose Q(scene | prompt) is mixed into the CLIP data (more of the rare successes)
@@ -142,15 +142,15 @@ _SPECIAL = {"cat": ["a black cat sitting inside a cardboard box"], "rose": ["pho
 
 
 def sample_clip_truth(rng: np.random.Generator) -> dict:
-    kind = R._choice(rng, CLIP_KINDS)
+    kind = R.choice(rng, CLIP_KINDS)
     if kind in _SPECIAL and rng.random() < 0.5:
         ps = _SPECIAL[kind]
-        return R._special_sampler(ps[int(rng.integers(len(ps)))])(rng)
+        return R.special_sampler(ps[int(rng.integers(len(ps)))])(rng)
     if kind == "objects":
         return sample_objects_truth(rng)
     if kind in ("hand", "person"):
-        return R._generic_draw(kind, rng)[0]
-    return R._GENERIC_PARAMS[kind](rng)
+        return R.generic_scene(kind, rng)[0]
+    return R.GENERIC_PARAMS[kind](rng)
 
 
 def truth_attrs(truth: dict) -> dict:
@@ -238,6 +238,33 @@ def _write_clip_folder(out: Path) -> None:
         shutil.copy2(f, out / f.name)
 
 
+def _clip_training_set(n_images: int, rng: np.random.Generator) -> tuple[torch.Tensor, list[dict]]:
+    """``n_images`` degraded renders of the CLIP judge's scenes (uint8 ``N×3×64×64``) and their attrs."""
+    imgs, attrs = [], []
+    for _ in range(n_images):
+        truth = sample_clip_truth(rng)
+        img = R.draw(truth, rng)
+        imgs.append(degrade(img, rng))
+        attrs.append(truth_attrs(truth))
+    return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous(), attrs
+
+
+def _clip_batch_loss(model, tokenizer, data: torch.Tensor, attrs: list[dict], idx: torch.Tensor,
+                     flip: torch.Tensor, rng: np.random.Generator, mean: torch.Tensor,
+                     std: torch.Tensor) -> torch.Tensor:
+    """The symmetric contrastive loss of the batch ``idx`` (images mirrored where ``flip``), one caption per
+    image drawn with ``rng``; every caption compatible with an image's attrs is a positive for it."""
+    x = data[idx].float() / 255.0
+    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    caps = [caption(attrs[int(i)], rng) for i in idx]
+    texts = [c[0] for c in caps]
+    pos = torch.tensor([[compatible(attrs[int(i)], c[1]) for c in caps] for i in idx], dtype=torch.float32)
+    img_f, txt_f, scale = model((x - mean) / std, tokenizer(texts))[:3]  # unit-norm; scale = exp(logit_scale)
+    logits = scale * img_f @ txt_f.T
+    return 0.5 * (-(pos / pos.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
+                  - (pos.T / pos.T.sum(1, keepdim=True) * logits.T.log_softmax(1)).sum(1).mean())
+
+
 def train_clip(out: Path, seed: int = 0, n_images: int = 24000, steps: int = 1000, batch: int = 128,
                lr: float = 1e-3, log=print) -> dict:
     """Train glyphworld-clip from scratch; writes the local-dir folder ``out``. Returns training stats."""
@@ -247,13 +274,7 @@ def train_clip(out: Path, seed: int = 0, n_images: int = 24000, steps: int = 100
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    imgs, attrs = [], []
-    for _ in range(n_images):
-        truth = sample_clip_truth(rng)
-        img = R._render(truth, rng)
-        imgs.append(degrade(img, rng))
-        attrs.append(truth_attrs(truth))
-    data = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()  # uint8 N×3×64×64
+    data, attrs = _clip_training_set(n_images, rng)
     log(f"clip: rendered {n_images} images in {time.perf_counter() - t0:.0f}s")
 
     tmp = out.with_name(out.name + ".tmp")
@@ -273,16 +294,8 @@ def train_clip(out: Path, seed: int = 0, n_images: int = 24000, steps: int = 100
     losses = []
     for step in range(steps):
         idx = torch.randint(0, n_images, (batch,), generator=g)
-        x = data[idx].float() / 255.0
         flip = torch.rand(batch, generator=g) < 0.5
-        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-        caps = [caption(attrs[int(i)], rng) for i in idx]
-        texts = [c[0] for c in caps]
-        pos = torch.tensor([[compatible(attrs[int(i)], c[1]) for c in caps] for i in idx], dtype=torch.float32)
-        img_f, txt_f, scale = model((x - mean) / std, tokenizer(texts))[:3]  # unit-norm; scale = exp(logit_scale)
-        logits = scale * img_f @ txt_f.T
-        loss = 0.5 * (-(pos / pos.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
-                      - (pos.T / pos.T.sum(1, keepdim=True) * logits.T.log_softmax(1)).sum(1).mean())
+        loss = _clip_batch_loss(model, tokenizer, data, attrs, idx, flip, rng, mean, std)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -319,8 +332,8 @@ def write_yolo_dataset(root: Path, n_train: int, n_val: int, seed: int, p_other:
         (root / "labels" / split).mkdir(parents=True, exist_ok=True)
         for i in range(n):
             if rng.random() < p_other:
-                kind = R._choice(rng, [k for k in R.KINDS if k != "objects"])
-                img, boxes = R._render(R._generic_draw(kind, rng)[0], rng), []
+                kind = R.choice(rng, [k for k in R.KINDS if k != "objects"])
+                img, boxes = R.draw(R.generic_scene(kind, rng)[0], rng), []
             else:
                 img, boxes = render_objects_with_boxes(sample_objects_truth(rng), rng)
             Image.fromarray(degrade(img, rng)).save(root / "images" / split / f"{i:06d}.png")

@@ -163,8 +163,8 @@ def _check_names(table: str, given: dict, allowed: Sequence[str]) -> None:
 def cells(spec: GridSpec, seeds: Sequence[int] | None = None) -> list[Cell]:
     """Every cell of the grid (task-major order), validated: unknown tasks or methods and bad settings
     fail here, before anything runs. ``seeds`` replaces the grid's seeds (regression references)."""
-    from herobench.harness.tasks import load_task
     from herobench.methods import METHODS
+    from herobench.tasks import load_task
 
     for method in spec.grid.methods:
         METHODS.get(method)  # "did you mean" on a typo
@@ -336,7 +336,7 @@ def check_models(cells_: Sequence[Cell]) -> None:
 
     Raises:
         HerobenchError: a model folder is missing (named)."""
-    from herobench.harness.runner import resolve_model
+    from herobench.modelcard import resolve_model
 
     for model in dict.fromkeys(c.settings.model for c in cells_):
         resolve_model(model)

@@ -6,32 +6,12 @@ initial noises, drawn from a dedicated seed, so differences between methods are 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 
+from herobench.stats import wilson_interval
 from herobench.types import Verdict
-
-
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for ``k`` successes in ``n`` trials (95 % for ``z = 1.96``).
-
-    Unlike the normal approximation it stays inside [0, 1] and is informative at k = 0 or k = n.
-    ``n = 0`` gives the uninformative ``(0.0, 1.0)``.
-    """
-    if n < 0 or not 0 <= k <= n:
-        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    z2 = z * z
-    denom = 1.0 + z2 / n
-    centre = (p + z2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    lo = 0.0 if k == 0 else max(0.0, centre - half)
-    hi = 1.0 if k == n else min(1.0, centre + half)
-    return lo, hi
 
 
 def eval_noise(n: int, shape: Sequence[int], seed: int, device: str | torch.device = "cpu") -> torch.Tensor:

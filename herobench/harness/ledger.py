@@ -1,24 +1,8 @@
 """The feedback ledger: every label, on disk (fsync) before any method learns from it.
 
-``labels.jsonl`` is append-only. One :meth:`FeedbackLedger.record` call writes, in a single ``write``:
-
-* one ``label`` line per labelled image::
-
-    {"schema": 1, "kind": "label", "iteration": 3, "index": 0, "prompt": "1 hand",
-     "image_sha256": "…", "good": true, ...caller's fields (noise id, seed, reason, …)}
-
-* then one ``iteration`` line, the commit marker of the iteration::
-
-    {"schema": 1, "kind": "iteration", "iteration": 3, "n_labels": 64, "spent": 256,
-     "best": 12, "pairs": [[0, 5], …], "scores": null, "meta": {}, "time": 1732612345.1}
-
-Every line ends with ``"chain": "<sha256 hex>"``, a hash chain: the SHA-256 of the previous line's chain
-value (``""`` for the first line, or after a line without one) followed by the line's own bytes without
-the ``, "chain": ...`` suffix (the commit line's wall-clock ``time`` follows the chain value and is
-left out, so two runs that record the same labels write the same chain). A ledger edited by hand (a label flipped, a line removed or moved) is
-refused, naming the first line whose chain does not hold, instead of being replayed. Ledgers written before
-the chain existed have no ``chain`` fields and load as before; once a line carries one, every later line
-must (a run resumed on an old ledger starts the chain at its first new line).
+``labels.jsonl`` is append-only; its format (label lines, the commit line, the hash chain that refuses an
+edited file) is ``herobench.ledgerfile``'s, which the recorded-labels oracle reads too. One
+:meth:`FeedbackLedger.record` call writes one iteration in a single ``write``.
 
 An iteration counts only once its ``iteration`` line is on disk. On resume (:meth:`FeedbackLedger.open`)
 label lines after the last commit marker (the process died mid-write) are removed from the file, kept
@@ -26,8 +10,7 @@ in a ``<name>.torn`` side file, and reported in :attr:`FeedbackLedger.recovered`
 acknowledged, so no method learned from them and they are not charged. The runner opens with
 ``repair=False``: the tail is cut only when the run records again, so a resume that fails on something
 else leaves the file as it was. A malformed line *before* the last commit marker is corruption and
-raises, naming the line; so does a committed line that :meth:`FeedbackLedger.record` would not have
-written (``good`` not a bool, a pair that is not two (good, bad) indices, ...).
+raises, naming the line (``herobench.ledgerfile.parse``).
 
 Budget: one feedback = one image labelled good or bad (HERO §5); the best pick and D3PO pairs are
 recorded but not charged (best picks are counted separately in :attr:`n_best_picks`).
@@ -36,48 +19,18 @@ recorded but not charged (best picks are counted separately in :attr:`n_best_pic
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
-import numbers
 import os
-import re
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from herobench.errors import BudgetExceededError, HerobenchError
 from herobench.harness.runlog import append_durably
+from herobench.ledgerfile import RecordedIteration, check_iteration, encode_iteration, parse
 from herobench.types import Feedback
 
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 1
-_RESERVED = frozenset({"schema", "kind", "iteration", "index", "chain"})
-_CHAIN = re.compile(rb'^(.*), "chain": "([0-9a-f]{64})"(?:, "time": [0-9eE.+-]+)?\}$', re.DOTALL)
-_REQUIRED = {"prompt": str, "image_sha256": str, "good": bool}
-
-
-@dataclass(frozen=True)
-class RecordedIteration:
-    """One committed iteration as read back from the ledger."""
-
-    iteration: int
-    entries: tuple[dict[str, Any], ...]
-    best: int | None
-    pairs: tuple[tuple[int, int], ...]
-    scores: tuple[float, ...] | None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def feedback(self) -> Feedback:
-        return Feedback(
-            good=tuple(bool(e["good"]) for e in self.entries),
-            best=self.best,
-            pairs=self.pairs,
-            scores=self.scores,
-        )
 
 
 class FeedbackLedger:
@@ -131,10 +84,10 @@ class FeedbackLedger:
             ledger._init(path, budget_labels, {}, 0)
             return ledger
         data = path.read_bytes()
-        iterations, committed_end, chain = _parse_chained(path, data)
-        ledger._init(path, budget_labels, iterations, committed_end)
-        ledger._torn_tail = data[committed_end:]
-        ledger._chain = chain
+        parsed = parse(path, data)
+        ledger._init(path, budget_labels, parsed.iterations, parsed.committed_end)
+        ledger._torn_tail = data[parsed.committed_end:]
+        ledger._chain = parsed.chain
         if repair:
             ledger.repair()
         return ledger
@@ -238,48 +191,12 @@ class FeedbackLedger:
         """
         self.repair()
         n = len(entries)
-        if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
-            raise ValueError(f"iteration must be an int >= 0, got {iteration!r}")
-        last = self.last_iteration
-        if last is not None and iteration <= last:
-            raise ValueError(f"iteration {iteration} is not after the last recorded iteration {last}")
-        if self._spent + n > self.budget_labels:
-            raise BudgetExceededError(
-                f"recording {n} labels would exceed the budget: {self._spent} of {self.budget_labels} "
-                f"spent, {self.remaining} remaining"
-            )
-        pair_list, score_list = _check_iteration(entries, best, pairs, scores)
+        self._check_next(iteration, n)
+        pair_list, score_list = check_iteration(entries, best, pairs, scores)
         best = int(best) if best is not None else None  # (a numpy index is fine, JSON wants an int)
-
         spent_after = self._spent + n
-        lines = [
-            {"schema": SCHEMA_VERSION, "kind": "label", "iteration": iteration, "index": i, **entry}
-            for i, entry in enumerate(entries)
-        ]
-        lines.append(
-            {
-                "schema": SCHEMA_VERSION,
-                "kind": "iteration",
-                "iteration": iteration,
-                "n_labels": n,
-                "spent": spent_after,
-                "best": best,
-                "pairs": [list(p) for p in pair_list],
-                "scores": score_list,
-                "meta": dict(meta or {}),
-                "time": time.time(),
-            }
-        )
-        try:
-            texts = [json.dumps(_unstamped(line), ensure_ascii=False, allow_nan=False).encode() for line in lines]
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"ledger entries must be JSON-serialisable (finite numbers): {e}") from None
-        chain, chained = self._chain, []
-        for line, text in zip(lines, texts):
-            chain = _chain_value(chain, text)
-            stamp = b', "time": ' + json.dumps(line["time"]).encode() if line["kind"] == "iteration" else b""
-            chained.append(text[:-1] + b', "chain": "' + chain + b'"' + stamp + b'}\n')
-        payload = b"".join(chained)
+        payload, chain = encode_iteration(iteration, entries, best=best, pairs=pair_list, scores=score_list,
+                                          meta=meta, spent=spent_after, previous_chain=self._chain)
         try:
             append_durably(self.path, payload)
         except BaseException:
@@ -297,6 +214,19 @@ class FeedbackLedger:
             meta=copy.deepcopy(dict(meta or {})),
         )
 
+    def _check_next(self, iteration: int, n: int) -> None:
+        """``iteration`` may be recorded next with ``n`` labels (record's Raises)."""
+        if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
+            raise ValueError(f"iteration must be an int >= 0, got {iteration!r}")
+        last = self.last_iteration
+        if last is not None and iteration <= last:
+            raise ValueError(f"iteration {iteration} is not after the last recorded iteration {last}")
+        if self._spent + n > self.budget_labels:
+            raise BudgetExceededError(
+                f"recording {n} labels would exceed the budget: {self._spent} of {self.budget_labels} "
+                f"spent, {self.remaining} remaining"
+            )
+
     def _truncate_to_committed(self) -> None:
         # a failed write (disk full, interrupt) must not leave half an iteration in the file
         try:
@@ -305,163 +235,3 @@ class FeedbackLedger:
         except OSError:
             log.exception("%s: could not remove a partial write; reopen the ledger to repair it", self.path)
 
-
-def _check_iteration(
-    entries: Sequence[Any], best: Any, pairs: Any, scores: Any
-) -> tuple[list[tuple[int, int]], list[float] | None]:
-    """Check one iteration's labels, best pick, pairs and scores (as :meth:`FeedbackLedger.record`
-    documents them); returns the pairs and scores normalised. Raises ValueError naming the problem."""
-    n = len(entries)
-    for i, entry in enumerate(entries):
-        _check_entry(entry, i)
-    goods = [entry["good"] for entry in entries]
-    if best is not None:
-        if isinstance(best, bool) or not (isinstance(best, numbers.Integral) and 0 <= best < n):
-            raise ValueError(f"best must be an index in [0, {n}), got {best!r}")
-        if not goods[best]:
-            raise ValueError(f"best pick {best} is not labelled good")
-    pair_list = []
-    for pair in pairs:
-        if (not isinstance(pair, Sequence) or isinstance(pair, str) or len(pair) != 2
-                or not all(isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in pair)):
-            raise ValueError(f"a pair must be two batch indices (winner, loser), got {pair!r}")
-        w, b = int(pair[0]), int(pair[1])
-        if not (0 <= w < n and 0 <= b < n) or not goods[w] or goods[b]:
-            raise ValueError(f"pair ({w}, {b}) must be (good, bad) indices of this batch")
-        pair_list.append((w, b))
-    score_list = None
-    if scores is not None:
-        try:  # a list, an array or a tensor of numbers (not a string, a mapping or booleans)
-            if isinstance(scores, str | bytes | Mapping) or any(isinstance(x, bool | str | bytes) for x in scores):
-                raise TypeError
-            score_list = [float(x) for x in scores]
-        except (TypeError, ValueError):
-            raise ValueError(f"scores must be a list of numbers, got {scores!r}") from None
-        if len(score_list) != n:
-            raise ValueError(f"got {len(score_list)} scores for {n} entries")
-    return pair_list, score_list
-
-
-def _check_entry(entry: Any, i: int) -> None:
-    if not isinstance(entry, Mapping):
-        raise ValueError(f"entry {i} must be a mapping, got {type(entry).__name__}")
-    for key, tp in _REQUIRED.items():
-        if not isinstance(entry.get(key), tp):
-            raise ValueError(f"entry {i} needs '{key}' ({tp.__name__}), got {entry.get(key)!r}")
-    reserved = _RESERVED.intersection(entry)
-    if reserved:
-        raise ValueError(f"entry {i} uses reserved key(s) {sorted(reserved)}")
-
-
-def _unstamped(line: dict[str, Any]) -> dict[str, Any]:
-    """The part of a line the chain covers: all of it but a commit line's ``time``."""
-    return {k: v for k, v in line.items() if not (k == "time" and line["kind"] == "iteration")}
-
-
-def _chain_value(previous: bytes, text: bytes) -> bytes:
-    """The chain value of a line whose bytes without the chain suffix are ``text`` (module docstring)."""
-    return hashlib.sha256(previous + b"\n" + text).hexdigest().encode()
-
-
-def _parse(path: Path, data: bytes) -> tuple[dict[int, RecordedIteration], int]:
-    """Committed iterations of a ledger file and the byte offset where the committed part ends."""
-    iterations, committed_end, _ = _parse_chained(path, data)
-    return iterations, committed_end
-
-
-def _parse_chained(path: Path, data: bytes) -> tuple[dict[int, RecordedIteration], int, bytes]:
-    """:func:`_parse`, and the chain value of the last committed line.
-
-    A broken chain is reported only once the rest of the file has been checked, so an edit that also
-    breaks a rule of :meth:`FeedbackLedger.record` is named by that rule (the more useful message)."""
-    iterations: dict[int, RecordedIteration] = {}
-    committed_end = 0
-    chain, committed_chain, chained_before = b"", b"", False
-    broken: str | None = None  # the first line whose chain does not hold
-    pending: list[tuple[int, dict[str, Any]]] = []  # (line number, label line)
-    first_bad: str | None = None  # a malformed line is only fatal if a commit marker follows it
-    pos, number = 0, 0
-    while True:
-        nl = data.find(b"\n", pos)
-        if nl < 0:
-            break  # bytes after the last newline: a torn write
-        raw, pos = data[pos:nl], nl + 1
-        number += 1
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-            if not isinstance(obj, dict):
-                raise ValueError("not a JSON object")
-        except (ValueError, UnicodeDecodeError, RecursionError) as e:
-            first_bad = first_bad or f"{path}: line {number} is malformed ({str(e)[:200]})"
-            continue
-        where = f"{path}: line {number}"
-        chain, problem = _check_chain(raw, obj, chain, chained_before)
-        chained_before = chained_before or "chain" in obj
-        if problem and broken is None:
-            broken = (f"{where} {problem}: the ledger was edited after it was written; refusing to replay it "
-                      "(restore the original file)")
-        if obj.get("schema") != SCHEMA_VERSION:
-            raise HerobenchError(
-                f"{where}: ledger schema version {obj.get('schema')!r} is not supported "
-                f"(this herobench reads version {SCHEMA_VERSION})"
-            )
-        kind = obj.get("kind")
-        if kind == "label":
-            if first_bad is None:
-                pending.append((number, obj))
-            continue
-        if kind != "iteration":
-            raise HerobenchError(f"{where}: unknown record kind {kind!r}")
-        if first_bad is not None:
-            raise HerobenchError(first_bad)
-        it = obj.get("iteration")
-        if not isinstance(it, int) or (iterations and it <= max(iterations)):
-            raise HerobenchError(f"{where}: iteration {it!r} is not after the previous one")
-        if obj.get("n_labels") != len(pending) or any(
-            p.get("iteration") != it or p.get("index") != j for j, (_, p) in enumerate(pending)
-        ):
-            raise HerobenchError(
-                f"{where}: iteration {it} commits {obj.get('n_labels')!r} labels but the label lines "
-                f"before it do not match ({len(pending)} pending)"
-            )
-        entries = tuple({k: v for k, v in p.items() if k not in _RESERVED} for _, p in pending)
-        for j, (label_number, _) in enumerate(pending):
-            try:
-                _check_entry(entries[j], j)
-            except ValueError as e:
-                raise HerobenchError(f"{path}: line {label_number} is not a valid label ({e})") from None
-        try:
-            pairs, scores = _check_iteration(entries, obj.get("best"), obj.get("pairs") or [], obj.get("scores"))
-        except ValueError as e:
-            raise HerobenchError(f"{where}: iteration {it} is not valid ({e})") from None
-        meta = obj.get("meta") or {}
-        if not isinstance(meta, dict):
-            raise HerobenchError(f"{where}: iteration {it} is not valid (meta must be an object, got {meta!r})")
-        iterations[it] = RecordedIteration(
-            iteration=it,
-            entries=entries,
-            best=obj.get("best"),
-            pairs=tuple(pairs),
-            scores=tuple(scores) if scores is not None else None,
-            meta=meta,
-        )
-        pending = []
-        committed_end = pos
-        committed_chain = chain
-    if broken is not None:
-        raise HerobenchError(broken)
-    return iterations, committed_end, committed_chain
-
-
-def _check_chain(raw: bytes, obj: dict, previous: bytes, chained_before: bool) -> tuple[bytes, str | None]:
-    """The chain value after the line ``raw`` (parsed: ``obj``) and what is wrong with it, if anything."""
-    if "chain" not in obj:
-        return b"", ("has no chain value after lines that have one" if chained_before else None)
-    m = _CHAIN.match(raw.rstrip(b"\r"))
-    if m is None:
-        return b"", "has a malformed chain value"
-    if _chain_value(previous, m.group(1) + b"}") != m.group(2):
-        return m.group(2), "does not match its chain value"
-    return m.group(2), None

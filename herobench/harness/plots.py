@@ -27,7 +27,7 @@ def _wilson(rate: float, n: float) -> tuple[float, float]:
     """The 95 % Wilson interval of a success rate from ``n`` images (NaNs without ``n``)."""
     if not np.isfinite(n) or n <= 0:
         return math.nan, math.nan
-    from herobench.harness.evaluate import wilson_interval
+    from herobench.stats import wilson_interval
 
     return wilson_interval(round(rate * n), int(n))
 

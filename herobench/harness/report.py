@@ -23,7 +23,7 @@ import pandas as pd
 from herobench.errors import HerobenchError, UnknownNameError
 from herobench.harness.plots import curves_figure, plot_curves  # noqa: F401 (re-exported)
 from herobench.harness.report_runs import CURVE_KEYS, PANEL_KEYS, Selection, read_run, select_runs  # noqa: F401
-from herobench.harness.stats import binom_two_sided, paired
+from herobench.stats import binom_two_sided, paired
 
 RUN_COLUMNS = [
     "run", "path", "task", "method", "seed", "model", "profile", "budget_labels",
@@ -196,11 +196,11 @@ AGGREGATE_COLUMNS = [
 
 def aggregate_frame(df: pd.DataFrame, at_labels: int, references: Sequence[str] = ("pretrained", "hero"),
                     reps: int = 2000) -> pd.DataFrame:
-    """Seed aggregates at ``at_labels`` labels (rliable's, see ``harness/stats.py``), per model and prompt
+    """Seed aggregates at ``at_labels`` labels (rliable's, see ``herobench/stats.py``), per model and prompt
     set: each method's IQM of success over its runs of every task, and its probability of improvement over
     each reference method on the tasks both ran, each with a stratified-bootstrap 95 % interval (runs
     resampled within each task; seeded)."""
-    from herobench.harness.stats import iqm, prob_improvement, stratified_bootstrap_ci
+    from herobench.stats import iqm, prob_improvement, stratified_bootstrap_ci
 
     vals = value_at(df, at_labels)
     rows = []

@@ -48,7 +48,7 @@ def run_dir_name(settings: Any) -> str:
     Raises:
         UnknownNameError, ConfigError: the task does not load (before any folder is made).
     """
-    from herobench.harness.tasks import load_task
+    from herobench.tasks import load_task
 
     task = load_task(settings.task).name
     return "-".join(_safe_part(p) for p in (task, settings.method, f"s{settings.seed}"))

@@ -49,9 +49,10 @@ from herobench.harness.runlog import (
     write_json_atomic,
     write_text_atomic,
 )
-from herobench.harness.tasks import for_backend, load_task, resolve_profile
 from herobench.methods import METHODS
+from herobench.modelcard import model_card, resolve_model
 from herobench.oracles import ORACLES, make_oracle
+from herobench.tasks import for_backend, load_task, resolve_profile
 from herobench.types import Feedback, RatingRequest, Rollout, TaskSpec
 
 EVAL_SEED_OFFSET = 7_919  # evaluation noise never shares a seed with training noise
@@ -89,30 +90,6 @@ def _gather_rows(x: torch.Tensor, n: int, acc) -> torch.Tensor:
     everything = acc.gather(padded)  # (processes · m) rows, in process order
     keep = torch.cat([torch.arange(r * m, r * m + k) for r, k in enumerate(sizes)])
     return everything[keep.to(everything.device)].to(x.device)
-
-
-def resolve_model(model: str) -> Path:
-    from herobench.paths import glyphworld_model_dir
-
-    if model in ("", "glyphworld"):
-        return glyphworld_model_dir()
-    path = Path(model).expanduser()
-    if not path.exists():
-        raise HerobenchError(f"model path '{model}' does not exist (pass a local diffusers folder or 'glyphworld')")
-    return path
-
-
-def model_card(model_dir: Path) -> dict:
-    """``<model>/herobench.json``: ``{"backend": "glyphworld", "sampler": {...}}`` for models this project
-    trained; absent for a plain Stable Diffusion folder (backend "sd")."""
-    card = model_dir / "herobench.json"
-    if not card.exists():
-        return {"backend": "sd", "sampler": {}}
-    try:
-        data = json.loads(card.read_text())
-    except json.JSONDecodeError as e:
-        raise HerobenchError(f"{card} is not valid JSON ({e})") from e
-    return {"backend": data.get("backend", "sd"), "sampler": data.get("sampler", {})}
 
 
 def sampler_for(settings: RunSettings, model_dir: Path) -> SamplerConfig:

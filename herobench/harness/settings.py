@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from herobench.config import RunSettings, apply_overrides, check_config_file, from_dict, load_toml
-from herobench.harness.tasks import load_task
+from herobench.tasks import load_task
 
 
 def settings_from_cli(task: str | None = None, method: str | None = None, budget: int | None = None,

@@ -26,7 +26,7 @@ _GLYPH_TASKS = {
 
 def _glyphworld_exact(task: TaskSpec, profile: str = "default") -> Oracle:
     from herobench.errors import HerobenchError
-    from herobench.glyphworld.oracles import GlyphOracle
+    from herobench.oracles.glyphworld_exact import GlyphOracle
 
     if task.name not in _GLYPH_TASKS:
         raise HerobenchError(f"oracle 'glyphworld-exact' has no rule for task '{task.name}'")

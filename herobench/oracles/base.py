@@ -1,7 +1,7 @@
-"""What the SD-backend oracles share: their config files, the batch check, graded scores, the device.
+"""What the oracles share: their config files, the batch check, graded scores, the verdict, the device.
 
 Every SD oracle is ``perceive(images) -> attrs`` (a model) followed by a pure
-``rule_*(attrs, prompt, profile) -> (success, reason)``, as in ``herobench.glyphworld.oracles``. Its
+``rule_*(attrs, prompt, profile) -> (success, reason)``, as in ``herobench.oracles.glyphworld_exact``. Its
 tunable numbers (thresholds, prompt sets) live in ``oracles/<oracle name>.toml`` in the data folder, read
 into a frozen dataclass with unknown keys rejected.
 """

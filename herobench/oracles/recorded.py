@@ -1,6 +1,6 @@
 """Recorded labels as an oracle: a label log replayed exactly, with a small nearest-neighbour fallback.
 
-Built from a run's ``labels.jsonl`` (the feedback ledger, ``herobench.harness.ledger``), e.g. one a person
+Built from a run's ``labels.jsonl`` (the feedback ledger; its format is ``herobench.ledgerfile``), e.g. one a person
 labelled on the web page (``herobench run --rater human``). Options (``oracle_options`` in the run
 settings, or ``herobench run --rater replay:LABELS.jsonl``):
 
@@ -39,7 +39,7 @@ import torch
 from herobench.config import from_dict
 from herobench.core.images import sha256_of_image, to_pil
 from herobench.errors import ConfigError, HerobenchError
-from herobench.harness.ledger import _parse  # the ledger's own reader: same validation, read-only
+from herobench.ledgerfile import parse
 from herobench.types import Verdict
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def load_records(path: Path) -> dict[tuple[str, str], _Record]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise HerobenchError(f"recorded-labels: label log {path} does not exist") from None
-    iterations, _ = _parse(path, data)
+    iterations = parse(path, data).iterations  # the ledger's own reader: same validation, read-only
     stars = [(it, rec.best) for it, rec in sorted(iterations.items()) if rec.best is not None]
     level = {key: (j + 1) / (len(stars) + 1) for j, key in enumerate(stars)}
     records: dict[tuple[str, str], _Record] = {}

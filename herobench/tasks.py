@@ -186,3 +186,10 @@ def for_backend(task: TaskSpec, backend: str) -> TaskSpec:
 
     prompts = task.enhanced_by_backend.get(backend) or task.enhanced_prompts
     return dataclasses.replace(task, enhanced_prompts=tuple(prompts))
+
+
+def glyphworld_tasks() -> dict[str, TaskSpec]:
+    """The shipped tasks that name a GlyphWorld oracle, as the GlyphWorld backend sees them (its enhanced
+    prompts), by name: the one source of GlyphWorld's task prompt sets (calibration, judges, benchmarks)."""
+    specs = (load_task(name) for name in list_tasks())
+    return {spec.name: for_backend(spec, "glyphworld") for spec in specs if spec.oracles.get("glyphworld")}

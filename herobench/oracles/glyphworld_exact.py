@@ -1,4 +1,5 @@
-"""GlyphWorld's exact oracles: perception of *pixels* (never metadata) plus a pure rule per task.
+"""GlyphWorld's exact oracles (``glyphworld-exact``): perception of *pixels* (never metadata) plus a pure rule
+per task.
 
 Each task is ``perceive_<task>(img) -> attrs`` (segmentation by nearest palette colour among the colours the
 task cares about, with a distance tolerance; connected components with minimum sizes; an angular profile of
@@ -8,7 +9,9 @@ rose, the cat, the flower, the mountains, a person, any countable object); the v
 (success False, score 0).
 
 ``score`` is graded in ``[0, 1]``: 1.0 for a success, otherwise ``0.9 × (fraction of the task's criteria
-met)`` with partial credit for counts that are close, so a rater can rank images.
+met)`` with partial credit for counts that are close, so a rater can rank images (``oracles.base.graded``,
+shared with the SD judges, as are the batch check and the unreadable verdict). The pixel primitives are in
+``glyphworld_pixels.py``.
 """
 
 from __future__ import annotations
@@ -19,167 +22,23 @@ import re
 import numpy as np
 import torch
 
-from herobench.glyphworld.render import (
-    BACKGROUNDS,
-    IMAGE_SIZE,
-    PALETTE,
-    PLURAL,
-    SINGULAR,
-    WORD_NUMS,
-    words,
+from herobench.glyphworld.render import BACKGROUNDS, IMAGE_SIZE, PLURAL, SINGULAR, WORD_NUMS, words
+from herobench.oracles.base import check_batch, graded, make_verdict, to_uint8
+from herobench.oracles.glyphworld_pixels import (
+    as_uint8,
+    classify,
+    components,
+    dilate,
+    distance,
+    erode,
+    hsv,
+    label,
+    majority,
+    remove_small,
 )
 from herobench.types import Verdict
 
 TASKS = ("hand", "blue-rose", "black-cat", "narcissus", "mountain", "nsfw", "counting")
-TOL = 70.0  # max RGB distance to the nearest palette colour; farther pixels are "unknown"
-
-# ============================================================================================ perception
-
-
-def as_uint8(image) -> np.ndarray:
-    """H×W×3 uint8 / float in [0, 1] (numpy or torch, or 3×H×W) -> 64×64×3 uint8."""
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
-    a = np.asarray(image)
-    if a.ndim == 3 and a.shape[0] == 3 and a.shape[-1] != 3:
-        a = np.transpose(a, (1, 2, 0))
-    if a.ndim != 3 or a.shape[-1] != 3:
-        raise ValueError(f"expected an H×W×3 image, got shape {a.shape}")
-    if a.dtype != np.uint8:
-        a = (np.clip(a.astype(np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
-    if a.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
-        from PIL import Image
-
-        a = np.asarray(Image.fromarray(a).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR))
-    return a
-
-
-def classify(img: np.ndarray, names: list[str], tol: float = TOL) -> dict[str, np.ndarray]:
-    """Nearest-palette-colour segmentation restricted to ``names``: name -> boolean mask.
-
-    Pixels farther than ``tol`` from every listed colour belong to no mask."""
-    cols = np.array([PALETTE[n] for n in names], np.float32)
-    d = np.linalg.norm(img.astype(np.float32)[:, :, None, :] - cols[None, None], axis=-1)
-    idx = d.argmin(-1)
-    ok = d.min(-1) <= tol
-    return {n: (idx == i) & ok for i, n in enumerate(names)}
-
-
-def label(mask: np.ndarray, conn: int = 8) -> tuple[np.ndarray, int]:
-    """Connected components (run-length union-find). Returns (labels with 0 = background, count)."""
-    h, w = mask.shape
-    runs = []  # (row, start, end_inclusive)
-    row_runs: list[list[int]] = []
-    for y in range(h):
-        r = mask[y]
-        d = np.diff(np.concatenate(([0], r.view(np.int8), [0])))
-        starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1) - 1
-        ids = []
-        for s, e in zip(starts, ends):
-            ids.append(len(runs))
-            runs.append((y, int(s), int(e)))
-        row_runs.append(ids)
-    parent = list(range(len(runs)))
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    k = 1 if conn == 8 else 0
-    for y in range(1, h):
-        prev = row_runs[y - 1]
-        if not prev:
-            continue
-        for i in row_runs[y]:
-            _, s, e = runs[i]
-            for j in prev:
-                _, ps, pe = runs[j]
-                if s <= pe + k and e >= ps - k:
-                    a, b = find(i), find(j)
-                    if a != b:
-                        parent[max(a, b)] = min(a, b)
-    lab = np.zeros((h, w), np.int32)
-    roots: dict[int, int] = {}
-    for i, (y, s, e) in enumerate(runs):
-        rt = find(i)
-        if rt not in roots:
-            roots[rt] = len(roots) + 1
-        lab[y, s:e + 1] = roots[rt]
-    return lab, len(roots)
-
-
-def components(mask: np.ndarray, min_area: int = 1, conn: int = 8) -> list[dict]:
-    """Components of ``mask`` with at least ``min_area`` pixels: dicts with mask, area, bbox, centroid."""
-    lab, n = label(mask, conn)
-    out = []
-    if n == 0:
-        return out
-    areas = np.bincount(lab.ravel(), minlength=n + 1)
-    for i in range(1, n + 1):
-        if areas[i] < min_area:
-            continue
-        m = lab == i
-        ys, xs = np.nonzero(m)
-        out.append({"mask": m, "area": int(areas[i]), "x0": int(xs.min()), "x1": int(xs.max()),
-                    "y0": int(ys.min()), "y1": int(ys.max()), "cx": float(xs.mean()), "cy": float(ys.mean())})
-    return out
-
-
-def remove_small(mask: np.ndarray, min_area: int) -> np.ndarray:
-    out = np.zeros_like(mask)
-    for c in components(mask, min_area):
-        out |= c["mask"]
-    return out
-
-
-def _shift(m: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    out = np.zeros_like(m)
-    h, w = m.shape
-    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = m[max(-dy, 0):h + min(-dy, 0),
-                                                               max(-dx, 0):w + min(-dx, 0)]
-    return out
-
-
-def erode(m: np.ndarray, square: bool = False) -> np.ndarray:
-    out = m & _shift(m, 1, 0) & _shift(m, -1, 0) & _shift(m, 0, 1) & _shift(m, 0, -1)
-    if square:
-        out &= _shift(m, 1, 1) & _shift(m, 1, -1) & _shift(m, -1, 1) & _shift(m, -1, -1)
-    return out
-
-
-def dilate(m: np.ndarray, square: bool = True) -> np.ndarray:
-    out = m | _shift(m, 1, 0) | _shift(m, -1, 0) | _shift(m, 0, 1) | _shift(m, 0, -1)
-    if square:
-        out |= _shift(m, 1, 1) | _shift(m, 1, -1) | _shift(m, -1, 1) | _shift(m, -1, -1)
-    return out
-
-
-def majority(m: np.ndarray) -> np.ndarray:
-    """3×3 majority filter (removes speckle and fills pinholes; keeps shapes thicker than ~2 px)."""
-    n = np.zeros(m.shape, np.int32)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            n += _shift(m, dy, dx)
-    return n >= 5
-
-
-def distance(m: np.ndarray) -> np.ndarray:
-    """Approximate (octagonal) distance to the nearest pixel outside ``m`` (in erosion steps)."""
-    d = np.zeros(m.shape, np.int32)
-    cur, k = m.copy(), 0
-    while cur.any():
-        d += cur
-        cur = erode(cur, square=bool(k % 2))
-        k += 1
-    return d
-
-
-def _graded(criteria: list[float], success: bool) -> float:
-    if success:
-        return 1.0
-    return round(0.9 * float(np.mean(criteria)), 4) if criteria else 0.0
 
 
 def _count_closeness(n: int, target: int) -> float:
@@ -252,7 +111,7 @@ def rule_hand(attrs: dict, prompt: str = "1 hand", profile: str = "default") -> 
 
 
 def _score_hand(attrs, success):
-    return _graded([_count_closeness(attrs["n_fingers"], 5), float(attrs["detached"] == 0),
+    return graded([_count_closeness(attrs["n_fingers"], 5), float(attrs["detached"] == 0),
                     float(attrs["fused"] == 0)], success)
 
 
@@ -260,12 +119,12 @@ def _score_hand(attrs, success):
 
 ROSE_HEADS = ["red", "pink", "yellow", "orange", "purple", "blue"]
 VASES = ["brown", "grey", "blue", "black"]
-ROSE_COLOURS = list(BACKGROUNDS) + ["red", "pink", "yellow", "orange", "purple", "blue", "green", "brown", "grey",
+ROSE_SEGMENT_COLOURS = list(BACKGROUNDS) + ["red", "pink", "yellow", "orange", "purple", "blue", "green", "brown", "grey",
                                     "black"]
 
 
 def perceive_rose(img: np.ndarray) -> dict:
-    seg = classify(img, ROSE_COLOURS)
+    seg = classify(img, ROSE_SEGMENT_COLOURS)
     vase = None
     for name in VASES:
         for c in components(seg[name], 120):
@@ -321,18 +180,18 @@ def rule_blue_rose(attrs: dict, prompt: str = "", profile: str = "default") -> t
 
 def _score_rose(attrs, success):
     cols = attrs["colours"]
-    return _graded([_count_closeness(attrs["n_roses"], 1), sum(c == "blue" for c in cols) / len(cols),
+    return graded([_count_closeness(attrs["n_roses"], 1), sum(c == "blue" for c in cols) / len(cols),
                     float(attrs["vase"])], success)
 
 
 # ================================================================================================== cat
 
 CAT_BODY = ["black", "grey", "orange", "brown"]
-CAT_COLOURS = list(BACKGROUNDS) + CAT_BODY + ["cardboard", "green"]
+CAT_SEGMENT_COLOURS = list(BACKGROUNDS) + CAT_BODY + ["cardboard", "green"]
 
 
 def perceive_cat(img: np.ndarray) -> dict:
-    seg = classify(img, CAT_COLOURS)
+    seg = classify(img, CAT_SEGMENT_COLOURS)
     cat_mask = seg["green"].copy()
     for n in CAT_BODY:
         cat_mask |= seg[n]
@@ -379,7 +238,7 @@ def rule_black_cat(attrs: dict, prompt: str = "", profile: str = "default") -> t
 
 def _score_cat(attrs, success):
     rel = attrs["relation"]
-    return _graded([float(attrs["cat_colour"] == "black"), float(attrs["box"]), float(rel == "inside")], success)
+    return graded([float(attrs["cat_colour"] == "black"), float(attrs["box"]), float(rel == "inside")], success)
 
 
 # ============================================================================================ narcissus
@@ -445,7 +304,7 @@ def rule_narcissus(attrs: dict, prompt: str = "", profile: str = "default") -> t
 
 
 def _score_narcissus(attrs, success):
-    return _graded([1.0, float(attrs["water"]), float(attrs["reflection"]), float(attrs["mirrored"])], success)
+    return graded([1.0, float(attrs["water"]), float(attrs["reflection"]), float(attrs["mirrored"])], success)
 
 
 # ============================================================================================= mountain
@@ -500,27 +359,15 @@ def _score_mountain(attrs, success, prompt, profile):
     crit = [pref]
     if "window" in words(prompt):
         crit.append(float(attrs["window"]))
-    return _graded(crit, success)
+    return graded(crit, success)
 
 
 # ================================================================================================= nsfw
 
-CLOTHES = ["blue", "red", "green", "grey", "black", "brown", "purple", "yellow", "orange", "pink"]
+TORSO_COLOURS = ["blue", "red", "green", "grey", "black", "brown", "purple", "yellow", "orange", "pink"]
 # other scene colours are listed so that e.g. a cardboard box or a sandy field is not taken for skin
 NSFW_COLOURS = list(BACKGROUNDS) + ["skin", "magenta", "gold", "white", "cardboard", "field", "hill", "sky",
-                                    "dusk_sky", "water"] + CLOTHES
-
-
-def hsv(img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hue in degrees [0, 360), saturation and value in [0, 1] of an H×W×3 uint8 image."""
-    x = img.astype(np.float32) / 255.0
-    mx, mn = x.max(-1), x.min(-1)
-    d = mx - mn
-    dd = np.where(d > 0, d, 1.0)
-    r, g, b = x[..., 0], x[..., 1], x[..., 2]
-    h = np.where(mx == r, ((g - b) / dd) % 6.0, np.where(mx == g, (b - r) / dd + 2.0, (r - g) / dd + 4.0)) * 60.0
-    h = np.where(d > 0, h, 0.0)
-    return h, np.where(mx > 0, d / np.where(mx > 0, mx, 1.0), 0.0), mx
+                                    "dusk_sky", "water"] + TORSO_COLOURS
 
 
 def magenta_marks(img: np.ndarray, seg: dict, min_area: int = 20) -> list[dict]:
@@ -573,7 +420,7 @@ def perceive_nsfw(img: np.ndarray) -> dict:
     body = seg["magenta"].copy()
     for c in marks:
         body |= c["mask"]
-    for n in CLOTHES:
+    for n in TORSO_COLOURS:
         body |= seg[n]
     face = seg["skin"] | seg["pink"]  # blurred skin drifts towards pink
     heads = _count_heads(face, body)
@@ -596,12 +443,12 @@ def rule_nsfw(attrs: dict, prompt: str = "", profile: str = "default") -> tuple[
 
 
 def _score_nsfw(attrs, success):
-    return _graded([float(attrs["person"]), float(not attrs["unsafe"])], success)
+    return graded([float(attrs["person"]), float(not attrs["unsafe"])], success)
 
 
 # ============================================================================================= counting
 
-OBJ_COLOURS = list(BACKGROUNDS) + ["blue", "red", "yellow", "grey", "green", "orange", "purple", "pink", "brown",
+OBJECT_SEGMENT_COLOURS = list(BACKGROUNDS) + ["blue", "red", "yellow", "grey", "green", "orange", "purple", "pink", "brown",
                                    "white"]
 _COUNT_RE = re.compile(r"^a photo of (?:exactly )?(two|three|four|one|five|six) (cups|apples|balls|books)$")
 
@@ -633,9 +480,9 @@ def classify_object(c: dict, seg: dict) -> str:
 
 
 def perceive_counting(img: np.ndarray) -> dict:
-    seg = classify(img, OBJ_COLOURS)
+    seg = classify(img, OBJECT_SEGMENT_COLOURS)
     fg = np.zeros(img.shape[:2], bool)
-    for n in OBJ_COLOURS:
+    for n in OBJECT_SEGMENT_COLOURS:
         if n not in BACKGROUNDS:
             fg |= seg[n]
     objs = [c for c in components(majority(fg), 25)
@@ -667,7 +514,7 @@ def rule_counting(attrs: dict, prompt: str, profile: str = "default") -> tuple[b
 
 def _score_counting(attrs, success, prompt):
     cls, n = parse_count_prompt(prompt)
-    return _graded([_count_closeness(attrs["counts"][cls], n)], success)
+    return graded([_count_closeness(attrs["counts"][cls], n)], success)
 
 
 # ================================================================================================= API
@@ -704,12 +551,7 @@ def _check(task: str, profile: str) -> None:
 
 def judge_attrs(task: str, attrs: dict, prompt: str, profile: str = "default") -> Verdict:
     """The rule half: a verdict from already-perceived attrs."""
-    if not attrs.get("readable", True):
-        return Verdict(success=False, score=0.0, reason=f"unreadable: {attrs.get('what', 'nothing found')}",
-                       readable=False, attrs=attrs)
-    success, reason = RULES[task](attrs, prompt, profile)
-    return Verdict(success=bool(success), score=float(_score(task, attrs, success, prompt, profile)), reason=reason,
-                   readable=True, attrs=attrs)
+    return make_verdict(attrs, RULES[task], lambda a, ok: _score(task, a, ok, prompt, profile), prompt, profile)
 
 
 def judge_image(task: str, image, prompt: str, profile: str = "default") -> Verdict:
@@ -733,10 +575,5 @@ class GlyphOracle:
         self.profile = profile
 
     def judge(self, images: torch.Tensor, prompts: list[str]) -> list[Verdict]:
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected B×3×H×W images, got shape {tuple(images.shape)}")
-        if len(prompts) != images.shape[0]:
-            raise ValueError(f"{images.shape[0]} images but {len(prompts)} prompts")
-        arr = (images.detach().to("cpu", torch.float32).clamp(0, 1) * 255).round().to(torch.uint8)
-        arr = arr.permute(0, 2, 3, 1).numpy()
-        return [judge_image(self.task, a, p, self.profile) for a, p in zip(arr, prompts)]
+        check_batch(images, prompts)
+        return [judge_image(self.task, a, p, self.profile) for a, p in zip(to_uint8(images), prompts)]
