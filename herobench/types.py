@@ -11,10 +11,22 @@ Conventions used everywhere in herobench:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args, runtime_checkable
 
 import torch
+
+from herobench.errors import ConfigError
+
+if TYPE_CHECKING:  # (numpy is only named in the Rater protocol's signature)
+    import numpy as np
+
+# What a rater is asked for, the protocol a method consumes (``Method.protocol``):
+# "hero" good/bad + a best pick; "d3po" good/bad + (winner, loser) pairs inside groups sharing an initial noise;
+# "scalar" good/bad as 0/1 rewards; "none" nothing (the method does not learn from feedback).
+FeedbackProtocol = Literal["d3po", "hero", "none", "scalar"]
+FEEDBACK_PROTOCOLS: tuple[FeedbackProtocol, ...] = get_args(FeedbackProtocol)
 
 
 @dataclass
@@ -119,6 +131,119 @@ class Feedback:
     @property
     def n_labels(self) -> int:
         return len(self.good)
+
+
+def check_protocol(protocol: str) -> FeedbackProtocol:
+    """``protocol`` if it is a :data:`FeedbackProtocol`.
+
+    Raises:
+        ConfigError: an unknown protocol, naming the known ones.
+    """
+    if protocol not in FEEDBACK_PROTOCOLS:
+        raise ConfigError(f"unknown feedback protocol '{protocol}' (known: {', '.join(FEEDBACK_PROTOCOLS)})")
+    return protocol  # type: ignore[return-value]
+
+
+def check_groups(protocol: FeedbackProtocol, groups: Sequence[int] | None, n: int) -> None:
+    """``"d3po"`` pairs images inside initial-noise groups, so it needs one group id per image.
+
+    Raises:
+        ValueError: ``groups`` missing or of another length than the ``n`` images, for ``"d3po"``.
+    """
+    if protocol == "d3po" and (groups is None or len(groups) != n):
+        raise ValueError(f"the d3po protocol needs one group id per image ({n}), got {groups!r}")
+
+
+def check_best(good: Sequence[bool], best: int | None, has_prev_best: bool) -> None:
+    """The best-pick contract every rater's feedback obeys (simulated and human, HERO §3.1).
+
+    ``best`` is an index of a *good* image, or ``None`` -- which keeps the previous best, and is allowed
+    only when there is one or when no image is good (the official interface also asks for a best on the
+    first batch, sony/hero ``user_feedback_interface.py:655-658``).
+
+    Raises:
+        ValueError: a best out of range or labelled bad, or no best where the first one is due.
+    """
+    if best is not None:
+        if not 0 <= best < len(good):
+            raise ValueError(f"best image {best} is not an image of this batch of {len(good)}")
+        if not good[best]:
+            raise ValueError(f"the best image ({best}) must be one of the good images")
+    elif not has_prev_best and any(good):
+        raise ValueError("there is no previous best to keep: a batch with a good image needs a best pick")
+
+
+def d3po_pairs(good: Sequence[bool], groups: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    """Every (good, bad) pair of images sharing a group (an initial noise), as D3PO trains them: winners
+    in batch order, each with its group's losers in batch order."""
+    return tuple(
+        (w, b)
+        for w in range(len(good))
+        if good[w]
+        for b in range(len(good))
+        if not good[b] and groups[b] == groups[w]
+    )
+
+
+def make_feedback(
+    protocol: FeedbackProtocol,
+    good: Sequence[bool],
+    best: int | None = None,
+    groups: Sequence[int] | None = None,
+    has_prev_best: bool = False,
+) -> Feedback:
+    """The :class:`Feedback` of one batch in ``protocol``, from a rater's good/bad labels and best pick.
+
+    The one place that shapes feedback, for the simulated rater (labels from an oracle's verdicts) and
+    a person (labels from the labelling page) alike: ``"hero"`` keeps ``best`` (checked by
+    :func:`check_best` against ``has_prev_best``), ``"scalar"`` turns the labels into 0/1 scores,
+    ``"d3po"`` derives the pairs from ``groups`` (:func:`d3po_pairs`), ``"none"`` has no labels. ``best``
+    is ignored by every protocol but ``"hero"``.
+
+    Raises:
+        ConfigError: unknown protocol.
+        ValueError: a best that breaks :func:`check_best`; ``groups`` missing for ``"d3po"``.
+    """
+    check_protocol(protocol)
+    if protocol == "none":
+        return Feedback(good=())
+    good = tuple(bool(g) for g in good)
+    if protocol == "hero":
+        check_best(good, best, has_prev_best)
+        return Feedback(good=good, best=best)
+    if protocol == "scalar":
+        return Feedback(good=good, scores=tuple(float(g) for g in good))
+    check_groups(protocol, groups, len(good))
+    return Feedback(good=good, pairs=d3po_pairs(good, groups))
+
+
+@runtime_checkable
+class Rater(Protocol):
+    """What the runner asks of a rater (``harness.rater.SimulatedRater``, ``harness.human.HumanRater``).
+
+    The rater owns its previous best, as a person remembers the image they starred: :meth:`rate` updates
+    :attr:`best_score` whenever it picks a new best, :meth:`remember_best` does the same for a batch it
+    rated before (a resumed run replays it from the ledger instead of asking again), and the runner
+    checkpoints :attr:`best_score` with the rest of the run's state.
+
+    Attributes:
+        best_score: the oracle's score of the current best image, or None (no best yet, or a person,
+            who compares pictures rather than scores).
+    """
+
+    best_score: float | None
+
+    def rate(self, verdicts: Sequence[Verdict] | None, protocol: FeedbackProtocol, groups: Sequence[int] | None = None,
+             rng: np.random.Generator | None = None, request: RatingRequest | None = None) -> Feedback:
+        """Feedback on one batch in ``protocol`` (shaped by :func:`make_feedback`): ``verdicts`` are the
+        oracle's (None for a person), ``groups`` the initial-noise ids (``"d3po"``), ``rng`` the iteration's
+        randomness, ``request`` the batch itself (images, hashes, budget)."""
+        ...
+
+    def remember_best(self, feedback: Feedback, scores: Sequence[float] | None) -> None:
+        """Take ``feedback``'s best (if any) as the current best, ``scores`` being the batch's oracle
+        scores as recorded (None for a person's labels)."""
+        ...
 
 
 @dataclass(frozen=True)

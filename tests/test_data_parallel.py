@@ -80,10 +80,10 @@ def run_updates(model_dir: Path, rollout, accelerator) -> dict[str, tuple[torch.
 
     # DreamBooth: 4 good images, batches of 3 (2/1); its own generator, LoRA and (replaced) optimizer
     method = DreamBoothMethod()
-    method.setup(_generator(model_dir), {"steps_per_iteration": 3, "train_batch": 3}, seed=0)
+    method.setup(_generator(model_dir), {"steps_per_iteration": 3, "train_batch": 3}, seed=0,
+                 accelerator=accelerator)
     lora = [p for g in method.optimizer.param_groups for p in g["params"]]
     method.optimizer = torch.optim.SGD(lora, lr=0.05)
-    method.accelerator = accelerator
     before = _flat(lora)
     stats = method.learn(rollout, Feedback(good=GOOD), rng())
     out["dreambooth"] = (before, _flat(lora), stats)

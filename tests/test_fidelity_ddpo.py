@@ -130,7 +130,7 @@ def test_policy_gradient_step_weights_of_the_sampler(prediction_type, steps, fir
 
 def test_trained_timesteps_are_the_officials():
     # HERO: 5 random steps per trajectory (train_num_update 5, ddpo_train.py:114, ddpo_trainer.py:507-554)
-    assert HeroOptions().pg_config().n_train_timesteps == 5
+    assert HeroOptions().pg_config(20).n_train_timesteps == 5
     # DDPO: int(num_steps · timestep_fraction 1.0) = every step (ddpo-pytorch config/base.py:90, train.py:62)
     for steps in (20, 50):
         assert DDPOOptions().pg_config(steps).n_train_timesteps == int(steps * 1.0)

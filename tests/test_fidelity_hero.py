@@ -134,7 +134,7 @@ def test_hero_anchor_stays_put_when_no_new_image_is_strictly_better(tiny_sd_dir)
     rater = SimulatedRater(seed=0)
     prompts = ["1 hand"] * 4
     labels = [(True, False, True, True), (True, True, False, True), (False, True, True, True)]
-    best_score, anchors = None, []
+    anchors = []
     for it, good in enumerate(labels):
         rng = torch.Generator().manual_seed(it)
         noise = hero.init_noise(4, gen.latent_shape, rng)
@@ -142,11 +142,9 @@ def test_hero_anchor_stays_put_when_no_new_image_is_strictly_better(tiny_sd_dir)
             for row in noise[:2]:
                 assert torch.corrcoef(torch.stack([row.flatten(), anchors[0][1].flatten()]))[0, 1] > 0.95
         rollout = gen.sample(prompts, init_noise=noise, generator=rng)
-        fb = rater.rate(_verdicts(good), "hero", prev_best_score=best_score, rng=rater.rng_for(it))
-        if fb.best is not None:  # the runner's hand-off (runner.step)
-            best_score = 1.0
+        fb = rater.rate(_verdicts(good), "hero", rng=rater.rng_for(it))  # the rater keeps its best's score
         stats = hero.learn(rollout, fb, torch.Generator().manual_seed(10 + it))
-        anchors.append((hero.best_latent.clone(), hero.best_noise.clone()))
+        anchors.append((hero.state.best_latent.clone(), hero.state.best_noise.clone()))
         assert stats["best_updated"] == float(it == 0)
     for latent, noise in anchors[1:]:
         assert torch.equal(latent, anchors[0][0]) and torch.equal(noise, anchors[0][1])

@@ -243,7 +243,7 @@ def test_pool_eval_noise_is_deterministic_and_optional():
 def test_hero_defaults_are_the_papers():
     o = HeroOptions()
     assert (o.beta, o.sigma, o.encoder_epochs, o.encoder_lr, o.triplet_margin) == (0.5, 0.1, 500, 1e-5, 0.5)
-    pg = o.pg_config()
+    pg = o.pg_config(20)
     assert (o.lora_rank, pg.lr, pg.n_train_timesteps, pg.clip_range, pg.adv_clip, pg.max_grad_norm) == (
         4,
         1e-3,

@@ -120,7 +120,7 @@ def test_human_labels_reach_the_ledger_and_replay_exactly(tiny_world, tmp_path):
     assert _bests(human) == [s[1] for s in SCRIPT]
     assert len(list((human / "human" / "images").glob("*.png"))) == 12
     # the person is the only judge: no oracle opinion is asked for or stored beside their labels
-    assert r.feedback_oracle is None and r.best_score is None
+    assert r.feedback_oracle is None and r.rater.best_score is None
     entries = [x for x in read_jsonl(human / "labels.jsonl") if x["kind"] == "label"]
     assert all(x["rater"] == "human" and "score" not in x and "reason" not in x for x in entries)
     assert json.loads((human / "config.json").read_text())["oracle"]["feedback"]["name"] == "human"

@@ -25,6 +25,8 @@ FAST = {  # small settings so that a learn call takes well under a second
     "hero-no-repr": {},
     "ddpo": {},
     "ddpo-5steps": {},
+    "ddpo-early": {},
+    "hero-early": {"encoder_epochs": 3},
     "d3po": {},
     "pretrained": {},
     "enhanced": {},
@@ -108,26 +110,26 @@ def test_hero_keeps_best_and_pools_good_noises(model_dirs):
     rollout = rollout_for(hero, gen)
     stats = hero.learn(rollout, Feedback(good=GOOD, best=3), torch.Generator().manual_seed(1))
     assert stats["best_updated"] == 1.0 and stats["repr_trained"] == 1.0 and stats["pg_skipped"] == 0.0
-    assert torch.equal(hero.best_latent, rollout.last_step_input[3].float())
-    assert torch.equal(hero.best_noise, rollout.init_noise[3].float())
-    assert torch.equal(hero.good_noises, rollout.init_noise[[0]].float())  # good images other than the best
+    assert torch.equal(hero.state.best_latent, rollout.last_step_input[3].float())
+    assert torch.equal(hero.state.best_noise, rollout.init_noise[3].float())
+    assert torch.equal(hero.state.good_noises, rollout.init_noise[[0]].float())  # good images other than the best
     # next batch: round(0.5·4) = 2 rows near the best noise, 2 near the good one (sigma 0.1)
     nxt = hero.init_noise(4, gen.latent_shape, torch.Generator().manual_seed(2))
     s = math.sqrt(1 - 0.01)
-    for row, src in zip(nxt, [hero.best_noise] * 2 + [hero.good_noises[0]] * 2):
+    for row, src in zip(nxt, [hero.state.best_noise] * 2 + [hero.state.good_noises[0]] * 2):
         corr = torch.corrcoef(torch.stack([row.flatten(), src.flatten()]))[0, 1]
         assert corr > 0.95
-    assert not torch.allclose(nxt[0], s * hero.best_noise, atol=1e-3)  # perturbed, not copied
+    assert not torch.allclose(nxt[0], s * hero.state.best_noise, atol=1e-3)  # perturbed, not copied
 
     # a batch with no good image keeps the previous best and empties the good pool
     stats = hero.learn(rollout, Feedback(good=(False,) * 4), torch.Generator().manual_seed(3))
     assert stats["best_updated"] == 0.0 and stats["repr_trained"] == 0.0  # no positive
     assert stats["pg_skipped"] == 0.0  # rewards still come from similarity to the kept best
-    assert torch.equal(hero.best_latent, rollout.last_step_input[3].float())
-    assert len(hero.good_noises) == 0
+    assert torch.equal(hero.state.best_latent, rollout.last_step_input[3].float())
+    assert len(hero.state.good_noises) == 0
     nxt = hero.init_noise(4, gen.latent_shape, torch.Generator().manual_seed(4))
     for row in nxt:  # empty good pool: every row from the best noise
-        assert torch.corrcoef(torch.stack([row.flatten(), hero.best_noise.flatten()]))[0, 1] > 0.95
+        assert torch.corrcoef(torch.stack([row.flatten(), hero.state.best_noise.flatten()]))[0, 1] > 0.95
     # the evaluation noise is untouched unless eval_from_pool is set
     eval_noise = torch.randn(4, *gen.latent_shape)
     assert hero.eval_noise(eval_noise) is eval_noise and hero.custom_eval_noise is False
@@ -158,7 +160,7 @@ def test_hero_ablations(model_dirs):
     no_fgg.setup(gen, {"encoder_epochs": 2}, seed=0)
     rollout = rollout_for(no_fgg, gen)
     no_fgg.learn(rollout, Feedback(good=GOOD, best=0), torch.Generator().manual_seed(1))
-    assert no_fgg.best_noise is not None  # it still tracks the best ...
+    assert no_fgg.state.best_noise is not None  # it still tracks the best ...
     x = no_fgg.init_noise(4, gen.latent_shape, torch.Generator().manual_seed(5))
     # ... but samples N(0, I)
     assert torch.equal(x, torch.randn(4, *gen.latent_shape, generator=torch.Generator().manual_seed(5)))
@@ -202,8 +204,8 @@ def test_hero_state_round_trip(model_dirs):
     resumed.load_state_dict(state)
     x = rollout.last_step_input
     assert torch.equal(resumed.encoder(x), hero.encoder(x))
-    assert torch.equal(resumed.good_noises, hero.good_noises) and torch.equal(
-        resumed.best_noise, hero.best_noise
+    assert torch.equal(resumed.state.good_noises, hero.state.good_noises) and torch.equal(
+        resumed.state.best_noise, hero.state.best_noise
     )
     rng_a, rng_b = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
     assert torch.equal(
@@ -320,3 +322,39 @@ def test_lora_targets_option_adapts_convolutions_too(name, model_dirs, tmp_path)
     assert all(torch.equal(trained[k], loaded[k]) for k in trained)
     with pytest.raises(ConfigError, match="lora_targets"):
         METHODS.get(name)().setup(make_gen(model_dirs["epsilon"]), {**FAST[name], "lora_targets": []}, seed=0)
+
+
+class _OneProcess:
+    """Stands in for an ``accelerate.Accelerator`` of one process (what the update loops read of it)."""
+
+    num_processes = 1
+    process_index = 0
+    gradient_accumulation_steps = 1
+
+
+@pytest.mark.parametrize("name", ["ddpo", "pretrained"])
+def test_setup_takes_the_accelerator(name, model_dirs):
+    """The runner hands the accelerator to ``setup`` (no attribute set after it); without one it is None."""
+    acc = _OneProcess()
+    method = METHODS.get(name)()
+    method.setup(make_gen(model_dirs["epsilon"]), FAST[name], seed=0, accelerator=acc)
+    assert method.accelerator is acc
+    plain = METHODS.get(name)()
+    plain.setup(make_gen(model_dirs["epsilon"]), FAST[name], seed=0)
+    assert plain.accelerator is None
+
+
+def test_a_checkpoint_without_a_newer_option_loads_at_its_default(model_dirs):
+    """An option added after a checkpoint was written (DDPO's ``early_fraction``) was at its default then:
+    the checkpoint loads into a run at the default, and is refused by a run that sets it otherwise."""
+    ddpo = METHODS.get("ddpo")()
+    ddpo.setup(make_gen(model_dirs["epsilon"]), {}, seed=0)
+    old = ddpo.state_dict()
+    del old["options"]["early_fraction"]
+    again = METHODS.get("ddpo")()
+    again.setup(make_gen(model_dirs["epsilon"]), {}, seed=0)
+    again.load_state_dict(old)
+    early = METHODS.get("ddpo-early")()
+    early.setup(make_gen(model_dirs["epsilon"]), {}, seed=0)
+    with pytest.raises(HerobenchError, match="other DDPO options"):
+        early.load_state_dict(old)

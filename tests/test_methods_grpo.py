@@ -132,7 +132,7 @@ def test_defaults_are_the_official_configs(tiny_sd_dir):
     assert (o.lr, o.beta, o.clip_range, o.adv_clip, o.max_grad_norm) == (3e-4, 0.04, 1e-4, 5.0, 1.0)
     assert (o.timestep_fraction, o.std, o.steps_per_batch, o.shared_noise) == (0.99, "global", 2, False)
     assert m.pg.n_train_timesteps == 3 and m.pg.cfg_in_training  # int(4 · 0.99): every step but the last
-    assert m.options.n_train_timesteps(20) == 19 and m.options.n_train_timesteps(10) == 9
+    assert m.options.train_timesteps(20) == 19 and m.options.train_timesteps(10) == 9
     assert m.protocol == "scalar" and m.groups(4) is None
 
 

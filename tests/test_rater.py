@@ -6,7 +6,7 @@ import pytest
 from herobench.config import RaterSettings
 from herobench.errors import ConfigError
 from herobench.harness.rater import SimulatedRater, check_best
-from herobench.types import Feedback, Verdict
+from herobench.types import Feedback, Rater, Verdict, make_feedback
 
 
 def verdicts(successes, scores=None):
@@ -21,12 +21,45 @@ def test_hero_exact_labels_and_best_among_good():
     assert fb.n_labels == 4 and fb.pairs == () and fb.scores is None
 
 
+def rate_after(r: SimulatedRater, prev_best_score, v, rng=None):
+    """``r``'s feedback on ``v`` when its current best scored ``prev_best_score`` (the rater owns it)."""
+    r.best_score = prev_best_score
+    return r.rate(v, "hero", rng=rng)
+
+
 def test_hero_keeps_previous_best_unless_beaten():
     v = verdicts([1, 1], [0.6, 0.7])
     r = SimulatedRater()
-    assert r.rate(v, "hero", prev_best_score=0.9).best is None
-    assert r.rate(v, "hero", prev_best_score=0.7).best is None  # a tie keeps the previous best
-    assert r.rate(v, "hero", prev_best_score=0.69).best == 1
+    assert rate_after(r, 0.9, v).best is None and r.best_score == 0.9
+    assert rate_after(r, 0.7, v).best is None  # a tie keeps the previous best
+    assert rate_after(r, 0.69, v).best == 1
+    assert r.best_score == 0.7  # the new best's score is the rater's own from now on
+
+
+def test_the_rater_owns_its_previous_best():
+    """The first pick's score becomes the rater's best; the next batch is compared with it without anyone
+    passing it back; a replayed batch (remember_best) moves it as a rated one does."""
+    r = SimulatedRater()
+    assert r.best_score is None
+    assert r.rate(verdicts([1, 1], [0.5, 0.8]), "hero").best == 1 and r.best_score == 0.8
+    assert r.rate(verdicts([1, 0], [0.7, 0.9]), "hero").best is None and r.best_score == 0.8
+    assert r.rate(verdicts([0, 1], [0.1, 0.85]), "hero").best == 1 and r.best_score == 0.85
+    r.remember_best(Feedback(good=(True, True), best=0), [0.3, 0.2])  # a batch replayed from the ledger
+    assert r.best_score == 0.3
+    r.remember_best(Feedback(good=(True,), best=0), None)  # a person's labels carry no score: unchanged
+    r.remember_best(Feedback(good=(True, False)), [0.9, 0.1])  # no best picked: unchanged
+    assert r.best_score == 0.3
+    for protocol in ("scalar", "d3po", "none"):  # only the hero protocol picks a best
+        r.rate(verdicts([1, 0], [1.0, 0.0]), protocol, groups=[0, 0])
+    assert r.best_score == 0.3
+
+
+def test_both_raters_satisfy_the_rater_protocol(tmp_path):
+    from herobench.harness.human import HumanRater
+
+    assert isinstance(SimulatedRater(), Rater)
+    with HumanRater(tmp_path / "human") as person:
+        assert isinstance(person, Rater) and person.best_score is None
 
 
 def test_hero_previous_best_stays_on_ties_as_a_person_keeps_it():
@@ -34,42 +67,40 @@ def test_hero_previous_best_stays_on_ties_as_a_person_keeps_it():
     # images beside the current best keeps it (sony/hero user_feedback_interface.py:675-698): never redrawn
     r = SimulatedRater(seed=4)
     v = verdicts([1, 0, 1, 1], [1.0, 0.0, 1.0, 1.0])
-    assert all(r.rate(v, "hero", prev_best_score=1.0, rng=r.rng_for(i)).best is None for i in range(200))
-    assert r.rate(v, "hero", prev_best_score=1.0).best is None  # without an rng too
+    assert all(rate_after(r, 1.0, v, r.rng_for(i)).best is None for i in range(200))
+    assert rate_after(r, 1.0, v).best is None  # without an rng too
     # a graded in-class score: a strictly better good image replaces it, the best of the batch
     graded = verdicts([1, 1, 0, 1], [0.8, 0.95, 0.99, 0.9])  # 0.99 is a bad image
-    assert all(r.rate(graded, "hero", prev_best_score=0.9, rng=r.rng_for(i)).best == 1 for i in range(50))
-    assert all(r.rate(graded, "hero", prev_best_score=0.95, rng=r.rng_for(i)).best is None for i in range(50))
+    assert all(rate_after(r, 0.9, graded, r.rng_for(i)).best == 1 for i in range(50))
+    assert all(rate_after(r, 0.95, graded, r.rng_for(i)).best is None for i in range(50))
 
 
 def test_hero_first_pick_draws_uniformly_among_tied_good_images():
     r = SimulatedRater(seed=4)
     v = verdicts([1, 0, 1, 1], [1.0, 0.0, 1.0, 1.0])
     n = 3000
-    picks = [r.rate(v, "hero", rng=r.rng_for(i)).best for i in range(n)]  # no previous best
+    picks = [rate_after(r, None, v, r.rng_for(i)).best for i in range(n)]  # no previous best
     for outcome in (0, 2, 3):  # three tied good images, each a third of the time
         share = sum(p == outcome for p in picks) / n
         assert abs(share - 1 / 3) < 4 * math.sqrt((1 / 3) * (2 / 3) / n), (outcome, share)
     assert None not in picks and 1 not in picks  # the first pick is due; a bad image is never the best
-    assert [r.rate(v, "hero", rng=r.rng_for(i)).best for i in range(50)] == picks[:50]  # seeded per iteration
+    assert [rate_after(r, None, v, r.rng_for(i)).best for i in range(50)] == picks[:50]  # seeded per iteration
     # a new best strictly above the previous one, tied with another good image: drawn between the two
     tied = verdicts([1, 1, 1], [0.7, 0.9, 0.9])
-    picks = {r.rate(tied, "hero", prev_best_score=0.8, rng=r.rng_for(i)).best for i in range(100)}
+    picks = {rate_after(r, 0.8, tied, r.rng_for(i)).best for i in range(100)}
     assert picks == {1, 2}
 
 
 def test_best_anchor_stays_put_across_iterations_without_a_strictly_better_image():
-    # the runner's hand-off: it keeps the best's score and passes it back each iteration (runner.step)
+    # the rater keeps the best's score itself from one iteration to the next (types.Rater)
     r = SimulatedRater(seed=0)
     rng = np.random.default_rng(0)
-    prev, anchors = None, []
+    anchors = []
     for it in range(12):
         good = rng.random(16) < 0.5
         good[it] = True  # at least one success each batch
-        fb = r.rate(verdicts(good, [1.0 if g else 0.0 for g in good]), "hero", prev_best_score=prev,
-                    rng=r.rng_for(it))
+        fb = r.rate(verdicts(good, [1.0 if g else 0.0 for g in good]), "hero", rng=r.rng_for(it))
         if fb.best is not None:
-            prev = 1.0
             anchors.append((it, fb.best))
     assert len(anchors) == 1 and anchors[0][0] == 0  # picked once, on the first batch, then kept
 
@@ -84,6 +115,24 @@ def test_check_best_is_the_contract_of_both_raters():
         check_best((True, False), None, has_prev_best=False)
     with pytest.raises(ValueError, match="not an image"):
         check_best((True, False), 2, has_prev_best=True)
+
+
+def test_make_feedback_is_the_one_shape_of_every_protocol():
+    """What both raters return is built here (SimulatedRater.rate and HumanRater.rate call it)."""
+    good = (True, False, True)
+    assert make_feedback("hero", good, best=2) == Feedback(good=good, best=2)
+    assert make_feedback("hero", good, best=None, has_prev_best=True) == Feedback(good=good)
+    assert make_feedback("scalar", good, best=2) == Feedback(good=good, scores=(1.0, 0.0, 1.0))  # best ignored
+    assert make_feedback("d3po", good, groups=[0, 0, 1]) == Feedback(good=good, pairs=((0, 1),))
+    assert make_feedback("none", good) == Feedback(good=())
+    with pytest.raises(ValueError, match="no previous best to keep"):
+        make_feedback("hero", good, best=None)
+    with pytest.raises(ValueError, match="must be one of the good images"):
+        make_feedback("hero", good, best=1, has_prev_best=True)
+    with pytest.raises(ValueError, match="one group id per image"):
+        make_feedback("d3po", good, groups=[0, 0])
+    with pytest.raises(ConfigError, match="unknown feedback protocol 'dpo'"):
+        make_feedback("dpo", good)
 
 
 def test_hero_edge_cases_no_good_and_all_good():
@@ -116,11 +165,11 @@ def test_randomness_is_reproducible_and_independent_per_iteration():
     rater = SimulatedRater(flip_rate=0.3, best_noise=0.2, seed=1)
     v = verdicts(np.arange(64) % 2 == 0, np.linspace(0, 1, 64))
     a = rater.rate(v, "hero", rng=rater.rng_for(5))
-    assert a == rater.rate(v, "hero", rng=rater.rng_for(5))
+    assert a == rate_after(rater, None, v, rater.rng_for(5))  # (the same first pick, not against a)
     assert a == SimulatedRater(flip_rate=0.3, best_noise=0.2, seed=1).rate(
         v, "hero", rng=np.random.default_rng([1, 5])
     )
-    assert a.good != rater.rate(v, "hero", rng=rater.rng_for(6)).good
+    assert a.good != rate_after(rater, None, v, rater.rng_for(6)).good
     assert (
         a.good
         != SimulatedRater(flip_rate=0.3, seed=2).rate(v, "hero", rng=SimulatedRater(seed=2).rng_for(5)).good
@@ -134,7 +183,7 @@ def test_best_noise_statistics():
     rater = SimulatedRater(best_noise=0.1, seed=3)
     v = verdicts([1, 1], [0.5, 0.6])
     n = 4000
-    picks = [rater.rate(v, "hero", rng=rater.rng_for(i)).best for i in range(n)]
+    picks = [rate_after(rater, None, v, rater.rng_for(i)).best for i in range(n)]  # n first picks
     p = sum(b == 1 for b in picks) / n
     expected = 0.5 * (1 + math.erf((0.1 / (0.1 * math.sqrt(2))) / math.sqrt(2)))  # 0.760
     assert abs(p - expected) < 4 * math.sqrt(expected * (1 - expected) / n), p

@@ -24,8 +24,10 @@ them. With no accelerator or one process the code path is the one-process one, b
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import torch
 
@@ -172,8 +174,9 @@ def clip_and_step(optimizer, max_grad_norm: float, accelerator=None) -> float:
     return float(norm) if norm is not None else float("nan")
 
 
-def _check_accelerator(accelerator) -> None:
-    # we accumulate ourselves; Accelerate would divide the loss again
+def check_accelerator(accelerator) -> None:
+    """Refuse an Accelerator that accumulates gradients itself: the update loops accumulate (Accelerate
+    would divide the loss again)."""
     if accelerator is not None and accelerator.gradient_accumulation_steps != 1:
         raise ValueError(
             "pass an Accelerator with gradient_accumulation_steps=1 (the update loops accumulate)"
@@ -222,6 +225,101 @@ def kl_summary(kl: torch.Tensor) -> dict[str, float | list[float]]:
     return {"kl_true": total, "kl_true_high_noise_share": share, "kl_true_per_step": per_step.tolist()}
 
 
+def accumulate_and_step(
+    optimizer: torch.optim.Optimizer,
+    optimizer_steps: Iterable[tuple[torch.Tensor, ...]],
+    item_loss: Callable[..., tuple[torch.Tensor, dict[str, Any]]],
+    keys: Sequence[str],
+    total: int,
+    cfg: PGConfig,
+    accelerator=None,
+) -> tuple[dict[str, float], float, int]:
+    """The skeleton of every update loop here (PPO, DPO, GRPO): gradients accumulated over micro-batches,
+    one clipped optimizer step per group of items (ddpo-pytorch ``scripts/train.py``'s inner loop).
+
+    Each element of ``optimizer_steps`` is one optimizer step's items, as equal-length index tensors
+    (e.g. trajectory rows and denoising steps); it is drawn lazily, so an update's random draws happen in
+    the order they would in a hand-written loop. This process takes its share of the items
+    (:func:`process_share`) in micro-batches of ``cfg.train_micro_batch``; ``item_loss`` gets each
+    micro-batch's index tensors and returns its mean loss and statistics; the loss is backpropagated weighted
+    by the micro-batch's share of the step (the step's gradient is the mean over its items), each statistic is
+    summed weighted by its share of ``total`` items; then :func:`clip_and_step`.
+
+    Returns:
+        ``(sums, grad_norm, n_optimizer_steps)``: ``keys`` summed over every process (a key ``item_loss``
+        does not return counts 0), the last step's norm before clipping (NaN without a step), the step count.
+    """
+    sums = dict.fromkeys(keys, 0.0)
+    grad_norm = float("nan")
+    n_opt_steps = 0
+    optimizer.zero_grad(set_to_none=True)
+    for items in optimizer_steps:
+        g_total = len(items[0])
+        for chunk in _micro_batches(g_total, cfg.train_micro_batch, accelerator):
+            loss, stats = item_loss(*(t[chunk] for t in items))
+            backward(loss * (len(chunk) / g_total), accelerator)  # micro-batch means -> step mean
+            weight = len(chunk) / total
+            for key, value in stats.items():
+                sums[key] += float(value) * weight
+        grad_norm = clip_and_step(optimizer, cfg.max_grad_norm, accelerator)
+        n_opt_steps += 1
+    return dict(zip(sums, sum_over_processes(list(sums.values()), accelerator))), grad_norm, n_opt_steps
+
+
+class TrueKL:
+    """The update's true per-step KL on ``cfg.kl_rows`` evenly spaced rows (:func:`diagnostic_rows`): build it
+    before the update (one no-grad pass over their stored steps), call :meth:`summary` after (one more).
+    ``cfg.kl_rows = 0``: no pass, and an empty summary."""
+
+    def __init__(self, gen: Generator, rollout: Rollout, cfg: PGConfig):
+        self.gen, self.rollout, self.use_cfg = gen, rollout, cfg.cfg_in_training
+        self.rows = diagnostic_rows(rollout.log_probs.shape[0], cfg.kl_rows)
+        if len(self.rows):
+            self.mean_old, self.std = _all_step_means(gen, rollout, self.rows, self.use_cfg)
+
+    def summary(self) -> dict[str, float | list[float]]:
+        """:func:`kl_summary` of the policy's move since construction (``{}`` without rows)."""
+        if not len(self.rows):
+            return {}
+        mean_new, _ = _all_step_means(self.gen, self.rollout, self.rows, self.use_cfg)
+        return kl_summary(true_step_kl(self.mean_old, mean_new, self.std, len(self.rows)))
+
+
+def ppo_inputs(rollout: Rollout, advantages: torch.Tensor, cfg: PGConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(adv, old)``: the ``B`` advantages clamped to ``±adv_clip`` and the ``B×T`` sampling-time log-probs
+    per latent element (module docstring), on the rollout's device; the advantages' shape is checked."""
+    n = rollout.log_probs.shape[0]
+    if tuple(advantages.shape) != (n,):
+        raise ValueError(f"advantages has shape {tuple(advantages.shape)}, expected ({n},)")
+    dev = rollout.log_probs.device
+    adv = advantages.detach().to(dev, torch.float32).clamp(-cfg.adv_clip, cfg.adv_clip)
+    return adv, rollout.log_probs.detach().to(torch.float32) / rollout.latents[0, 0].numel()
+
+
+def _ppo_steps(n: int, window: int, k: int, cfg: PGConfig, rng: torch.Generator):
+    """PPO's optimizer steps, lazily: per inner epoch ``k`` random steps of each trajectory, then the
+    trajectories shuffled into groups of ``samples_per_step`` (ddpo-pytorch), or the whole batch in order."""
+    for _ in range(cfg.inner_epochs):
+        steps = _random_steps(n, window, k, rng)
+        if cfg.samples_per_step and cfg.samples_per_step < n:
+            groups = list(torch.randperm(n, generator=rng).split(cfg.samples_per_step))
+        else:
+            groups = [torch.arange(n)]
+        for group in groups:
+            yield group.repeat_interleave(k), steps[group].reshape(-1)
+
+
+def _ppo_item_loss(gen: Generator, rollout: Rollout, adv: torch.Tensor, old: torch.Tensor, cfg: PGConfig,
+                   rows: torch.Tensor, st: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+    """``ppo_clip_loss`` of (trajectory ``rows``, step ``st``) items, their log-probs recomputed now."""
+    log_prob = gen.step_log_prob(rollout, st[:, None], batch_idx=rows, use_cfg=cfg.cfg_in_training)[:, 0]
+    dev = rollout.log_probs.device
+    rows_d, st_d = rows.to(dev), st.to(dev)
+    loss, stats = ppo_clip_loss(log_prob / rollout.latents[0, 0].numel(), old[rows_d, st_d], adv[rows_d],
+                                cfg.clip_range)
+    return loss, {"loss": loss.detach(), "approx_kl": stats["approx_kl"], "clipfrac": stats["clipfrac"]}
+
+
 def ppo_update(
     gen: Generator,
     rollout: Rollout,
@@ -234,10 +332,10 @@ def ppo_update(
     """DDPO's PPO-clip update on one sampled batch.
 
     Per inner epoch: for every trajectory ``n_train_timesteps`` random steps (of the first
-    ``train_window(T, early_fraction)``, all ``T`` by default); for each (trajectory,
-    step) the recomputed log-prob enters ``ppo_clip_loss`` against the sampling-time log-prob with the
-    trajectory's advantage (clamped to ``±adv_clip``); the loss is the mean over all ``B·K`` items,
-    accumulated over micro-batches; then gradient clipping and one optimizer step.
+    ``train_window(T, early_fraction)``, all ``T`` by default); for each (trajectory, step) the recomputed
+    log-prob enters ``ppo_clip_loss`` against the sampling-time log-prob with the trajectory's advantage
+    (clamped to ``±adv_clip``); each optimizer step (``samples_per_step`` shuffled trajectories, or the
+    whole batch) takes the mean over its items (:func:`accumulate_and_step`).
 
     Args:
         gen: the generator whose UNet (with LoRA) is trained.
@@ -245,66 +343,28 @@ def ppo_update(
         advantages: ``B`` advantages (e.g. ``normalize_advantages(rewards)``).
         optimizer: holds the trained parameters (``make_optimizer(lora_parameters(unet), cfg.lr)``).
         cfg: hyper-parameters.
-        rng: CPU generator for the step choice.
-        accelerator: optional ``accelerate.Accelerator`` (``gradient_accumulation_steps=1``) for
-            ``backward`` and ``clip_grad_norm_``; with several processes the update is data parallel
-            (module docstring: every process passes the whole batch and computes its share).
+        rng: CPU generator for the step choice and the shuffle.
+        accelerator: optional ``accelerate.Accelerator`` (``gradient_accumulation_steps=1``); with several
+            processes the update is data parallel (module docstring).
 
     Returns:
         ``loss``, ``approx_kl``, ``clipfrac`` (means over items and epochs, over all processes),
-        ``grad_norm`` (before clipping, last epoch), ``n_items`` (B·K per epoch), ``n_optimizer_steps``;
+        ``grad_norm`` (before clipping, last step), ``n_items`` (B·K per epoch), ``n_optimizer_steps``;
         with ``cfg.kl_rows`` also :func:`kl_summary`'s ``kl_true``, ``kl_true_high_noise_share`` and
         ``kl_true_per_step`` (a ``T`` list).
     """
-    _check_accelerator(accelerator)
+    check_accelerator(accelerator)
     n, n_steps = rollout.log_probs.shape
-    if tuple(advantages.shape) != (n,):
-        raise ValueError(f"advantages has shape {tuple(advantages.shape)}, expected ({n},)")
+    adv, old = ppo_inputs(rollout, advantages, cfg)
     window = train_window(n_steps, cfg.early_fraction)
     k = min(cfg.n_train_timesteps, window)
-    dim = rollout.latents[0, 0].numel()
-    dev = rollout.log_probs.device
-    adv = advantages.detach().to(dev, torch.float32).clamp(-cfg.adv_clip, cfg.adv_clip)
-    old = rollout.log_probs.detach().to(torch.float32) / dim
-    total = n * k
-    kl_rows = diagnostic_rows(n, cfg.kl_rows)
-    if len(kl_rows):
-        mean_old, std = _all_step_means(gen, rollout, kl_rows, cfg.cfg_in_training)
-    sums = {"loss": 0.0, "approx_kl": 0.0, "clipfrac": 0.0}
-    grad_norm = float("nan")
-    n_opt_steps = 0
-    optimizer.zero_grad(set_to_none=True)
-    for _ in range(cfg.inner_epochs):
-        steps = _random_steps(n, window, k, rng)
-        if cfg.samples_per_step and cfg.samples_per_step < n:
-            # ddpo-pytorch: shuffle the trajectories, one optimizer step per `samples_per_step` of them
-            order = torch.randperm(n, generator=rng)
-            groups = list(order.split(cfg.samples_per_step))
-        else:  # the whole batch in its order, one step
-            groups = [torch.arange(n)]
-        for group in groups:
-            item_rows = group.repeat_interleave(k)
-            item_steps = steps[group].reshape(-1)
-            g_total = len(item_rows)
-            for chunk in _micro_batches(g_total, cfg.train_micro_batch, accelerator):
-                rows, st = item_rows[chunk], item_steps[chunk]
-                log_prob = gen.step_log_prob(rollout, st[:, None], batch_idx=rows, use_cfg=cfg.cfg_in_training)
-                log_prob = log_prob[:, 0]
-                rows_d, st_d = rows.to(dev), st.to(dev)
-                loss, stats = ppo_clip_loss(log_prob / dim, old[rows_d, st_d], adv[rows_d], cfg.clip_range)
-                backward(loss * (len(chunk) / g_total), accelerator)  # micro-batch means -> step mean
-                weight = len(chunk) / total
-                sums["loss"] += float(loss.detach()) * weight
-                sums["approx_kl"] += float(stats["approx_kl"]) * weight
-                sums["clipfrac"] += float(stats["clipfrac"]) * weight
-            grad_norm = clip_and_step(optimizer, cfg.max_grad_norm, accelerator)
-            n_opt_steps += 1
-    sums = dict(zip(sums, sum_over_processes(list(sums.values()), accelerator)))
+    kl = TrueKL(gen, rollout, cfg)
+    sums, grad_norm, n_opt_steps = accumulate_and_step(
+        optimizer, _ppo_steps(n, window, k, cfg, rng), partial(_ppo_item_loss, gen, rollout, adv, old, cfg),
+        ("loss", "approx_kl", "clipfrac"), n * k, cfg, accelerator)
     out = {name: value / cfg.inner_epochs for name, value in sums.items()}
-    out.update(grad_norm=grad_norm, n_items=float(total), n_optimizer_steps=float(n_opt_steps))
-    if len(kl_rows):
-        mean_new, _ = _all_step_means(gen, rollout, kl_rows, cfg.cfg_in_training)
-        out.update(kl_summary(true_step_kl(mean_old, mean_new, std, len(kl_rows))))
+    out.update(grad_norm=grad_norm, n_items=float(n * k), n_optimizer_steps=float(n_opt_steps))
+    out.update(kl.summary())
     return out
 
 
@@ -346,6 +406,67 @@ def reference_log_probs(
     return out
 
 
+def _pair_rows(pairs: Sequence[tuple[int, int]], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The winners' and the losers' row indices of ``pairs``, checked against a batch of ``n``."""
+    win = torch.tensor([int(w) for w, _ in pairs], dtype=torch.long)
+    lose = torch.tensor([int(loser) for _, loser in pairs], dtype=torch.long)
+    if min(win.min(), lose.min()) < 0 or max(win.max(), lose.max()) >= n:
+        raise ValueError(f"pair index out of range for a batch of {n}")
+    return win, lose
+
+
+def _dpo_reference(rollout: Rollout, ref_log_probs: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor:
+    """DPO's reference, per latent element (``B×T``), checked for shape and finite on ``rows``.
+
+    ``ref_log_probs`` (``B×T``, summed over latent elements like ``Rollout.log_probs``; e.g.
+    :func:`reference_log_probs`, the frozen initial policy) when given; otherwise the log-probs stored at
+    sampling time, i.e. the policy that sampled this batch (exact and free; the loss of a first epoch then
+    starts at ``log 2``)."""
+    n, n_steps = rollout.log_probs.shape
+    if ref_log_probs is None:
+        ref_log_probs = rollout.log_probs
+    if tuple(ref_log_probs.shape) != (n, n_steps):
+        raise ValueError(f"ref_log_probs has shape {tuple(ref_log_probs.shape)}, expected ({n}, {n_steps})")
+    dev = rollout.log_probs.device
+    ref = ref_log_probs.detach().to(dev, torch.float32) / rollout.latents[0, 0].numel()
+    if not bool(torch.isfinite(ref[rows.to(dev)]).all()):
+        raise ValueError("ref_log_probs is not finite on every row of a pair")
+    return ref
+
+
+def _dpo_steps(n_pairs: int, n_steps: int, k: int, size: int, cfg: PGConfig, rng: torch.Generator):
+    """DPO's optimizer steps, lazily: per inner epoch ``k`` random steps per pair (both images share them),
+    then the pairs in the given order, ``size`` per optimizer step."""
+    for _ in range(cfg.inner_epochs):
+        steps = _random_steps(n_pairs, n_steps, k, rng)
+        for first in range(0, n_pairs, size):
+            step_pairs = torch.arange(first, min(first + size, n_pairs))  # this optimizer step's pairs
+            yield step_pairs.repeat_interleave(k), steps[step_pairs].reshape(-1)
+
+
+def _dpo_item_loss(gen: Generator, rollout: Rollout, win: torch.Tensor, lose: torch.Tensor, ref: torch.Tensor,
+                   cfg: PGConfig, beta: float, ratio_clip: float | None, item_pairs: torch.Tensor,
+                   st: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+    """``d3po_loss`` of (pair, step) items, both images' log-probs recomputed now in one UNet call; stats
+    ``loss``, ``margin`` (unclamped ``β·((lw - rw) - (ll - rl))``) and ``clipfrac`` (share of the
+    log-ratios outside the clamp; left out without one, so it stays 0)."""
+    w, lo = win[item_pairs], lose[item_pairs]
+    log_prob = gen.step_log_prob(rollout, torch.cat([st, st])[:, None], batch_idx=torch.cat([w, lo]),
+                                 use_cfg=cfg.cfg_in_training)
+    lp_w, lp_l = (log_prob[:, 0] / rollout.latents[0, 0].numel()).split(len(st))
+    dev = rollout.log_probs.device
+    st_d = st.to(dev)
+    ref_w, ref_l = ref[w.to(dev), st_d], ref[lo.to(dev), st_d]
+    loss = d3po_loss(lp_w, lp_l, ref_w, ref_l, beta=beta, ratio_clip=ratio_clip)
+    log_ratios = torch.cat([lp_w.detach() - ref_w, lp_l.detach() - ref_l])
+    m = len(st)
+    stats = {"loss": loss.detach(), "margin": (beta * (log_ratios[:m] - log_ratios[m:])).mean()}
+    if ratio_clip is not None:
+        lo_r, hi_r = math.log1p(-ratio_clip), math.log1p(ratio_clip)
+        stats["clipfrac"] = ((log_ratios < lo_r) | (log_ratios > hi_r)).float().reshape(2, -1).mean(0).mean()
+    return loss, stats
+
+
 def dpo_update(
     gen: Generator,
     rollout: Rollout,
@@ -361,98 +482,42 @@ def dpo_update(
 ) -> dict[str, float]:
     """D3PO's update: a DPO loss on the denoising steps of (winner, loser) pairs, in the order given.
 
-    Per inner epoch: for every pair ``n_train_timesteps`` random steps (the same steps for both
-    images -- they share their initial noise in D3PO); the pairs are taken in the given order,
-    ``pairs_per_step`` at a time (0 = all of them), and for each such chunk the log-probs of both
-    trajectories at its (pair, step) items are recomputed with the current weights, enter ``d3po_loss``
-    (mean over the chunk's items, accumulated over micro-batches), then gradient clipping and one
-    optimizer step. D3PO's official setting is one pair per optimizer step, gradients accumulated over
-    all its timesteps (yk7333/d3po ``scripts/train.py:76`` and ``:293-420``, ``train.batch_size = 1``).
-
-    Reference policy. ``ref_log_probs`` (``B×T``, summed over latent elements like
-    ``Rollout.log_probs``; e.g. :func:`reference_log_probs`, the frozen initial policy) when given;
-    otherwise the log-probs stored at sampling time, i.e. the policy that sampled this batch (exact and
-    free; the loss of a first epoch then starts at ``log 2``).
+    Per inner epoch: for every pair ``n_train_timesteps`` random steps (the same for both images: they share
+    their initial noise in D3PO); ``pairs_per_step`` pairs (0 = all) per optimizer step, the mean of
+    ``d3po_loss`` over its (pair, step) items (:func:`accumulate_and_step`). D3PO's official setting is one
+    pair per optimizer step over all its timesteps (yk7333/d3po ``scripts/train.py:76``, ``:293-420``).
 
     Args:
         gen, rollout, optimizer, cfg, rng, accelerator: as in ``ppo_update``.
         pairs: ``(winner, loser)`` row indices into the rollout.
         beta: DPO temperature (D3PO: 0.1, ``config/base.py:101``).
-        ratio_clip: clamp each policy/reference ratio to ``[1 - c, 1 + c]`` as the official D3PO code
-            does with ``c = 0.1`` (``scripts/train.py:411-412``, ``config/base.py:103``); None is the
-            plain DPO loss.
-        ref_log_probs: the reference's log-probs (see above); must be finite at every trained item.
+        ratio_clip: clamp each policy/reference ratio to ``[1 - c, 1 + c]`` as the official code does with
+            ``c = 0.1`` (``scripts/train.py:411-412``, ``config/base.py:103``); None: the plain DPO loss.
+        ref_log_probs: the reference (:func:`_dpo_reference`; default: the sampling policy), finite at
+            every trained item.
         pairs_per_step: pairs per optimizer step (0 = all pairs in one step per epoch).
 
     Returns:
-        ``loss``, ``margin`` (mean unclamped ``β·((lw - rw) - (ll - rl))``), ``clipfrac`` (share of the
-        log-ratios outside the clamp; 0 without one) -- means over items and epochs, each item scored
-        before the step it enters --, ``grad_norm`` (last step), ``n_pairs``, ``n_items`` (per epoch),
-        ``n_optimizer_steps``; with no pairs nothing is updated and zeros are returned.
+        ``loss``, ``margin``, ``clipfrac`` (:func:`_dpo_item_loss`; means over items and epochs, each item
+        scored before the step it enters), ``grad_norm`` (last step), ``n_pairs``, ``n_items`` (per
+        epoch), ``n_optimizer_steps``; with no pairs nothing is updated and zeros are returned.
     """
-    _check_accelerator(accelerator)
+    check_accelerator(accelerator)
     n, n_steps = rollout.log_probs.shape
     if pairs_per_step < 0:
         raise ValueError(f"pairs_per_step must be >= 0, got {pairs_per_step}")
     if not pairs:
         keys = ("loss", "margin", "clipfrac", "grad_norm", "n_pairs", "n_items", "n_optimizer_steps")
         return dict.fromkeys(keys, 0.0)
-    win = torch.tensor([int(w) for w, _ in pairs], dtype=torch.long)
-    lose = torch.tensor([int(loser) for _, loser in pairs], dtype=torch.long)
-    if min(win.min(), lose.min()) < 0 or max(win.max(), lose.max()) >= n:
-        raise ValueError(f"pair index out of range for a batch of {n}")
+    win, lose = _pair_rows(pairs, n)
+    ref = _dpo_reference(rollout, ref_log_probs, torch.cat([win, lose]))
     k = min(cfg.n_train_timesteps, n_steps)
-    dim = rollout.latents[0, 0].numel()
-    dev = rollout.log_probs.device
-    if ref_log_probs is None:
-        ref_log_probs = rollout.log_probs
-    if tuple(ref_log_probs.shape) != (n, n_steps):
-        raise ValueError(f"ref_log_probs has shape {tuple(ref_log_probs.shape)}, expected ({n}, {n_steps})")
-    ref = ref_log_probs.detach().to(dev, torch.float32) / dim
-    if not bool(torch.isfinite(ref[torch.cat([win, lose]).to(dev)]).all()):
-        raise ValueError("ref_log_probs is not finite on every row of a pair")
     total = len(pairs) * k
-    size = pairs_per_step or len(pairs)
-    sums = {"loss": 0.0, "margin": 0.0, "clipfrac": 0.0}
-    grad_norm = float("nan")
-    n_opt_steps = 0
-    optimizer.zero_grad(set_to_none=True)
-    for _ in range(cfg.inner_epochs):
-        steps = _random_steps(len(pairs), n_steps, k, rng)
-        for first in range(0, len(pairs), size):
-            step_pairs = torch.arange(first, min(first + size, len(pairs)))  # this optimizer step's pairs
-            item_pairs = step_pairs.repeat_interleave(k)
-            item_steps = steps[step_pairs].reshape(-1)
-            g_total = len(item_pairs)
-            for chunk in _micro_batches(g_total, cfg.train_micro_batch, accelerator):
-                w, lo, st = win[item_pairs[chunk]], lose[item_pairs[chunk]], item_steps[chunk]
-                both = torch.cat([st, st])[:, None]
-                log_prob = gen.step_log_prob(
-                    rollout, both, batch_idx=torch.cat([w, lo]), use_cfg=cfg.cfg_in_training
-                )
-                log_prob = log_prob[:, 0] / dim
-                lp_w, lp_l = log_prob.split(len(chunk))
-                w_d, l_d, st_d = w.to(dev), lo.to(dev), st.to(dev)
-                ref_w, ref_l = ref[w_d, st_d], ref[l_d, st_d]
-                loss = d3po_loss(lp_w, lp_l, ref_w, ref_l, beta=beta, ratio_clip=ratio_clip)
-                backward(loss * (len(chunk) / g_total), accelerator)  # micro-batch means -> step mean
-                weight = len(chunk) / total
-                sums["loss"] += float(loss.detach()) * weight
-                log_ratios = torch.cat([lp_w.detach() - ref_w, lp_l.detach() - ref_l])
-                margin = beta * (log_ratios[: len(chunk)] - log_ratios[len(chunk) :])
-                sums["margin"] += float(margin.mean()) * weight
-                if ratio_clip is not None:
-                    lo_r, hi_r = math.log1p(-ratio_clip), math.log1p(ratio_clip)
-                    outside = ((log_ratios < lo_r) | (log_ratios > hi_r)).float().reshape(2, -1).mean(0)
-                    sums["clipfrac"] += float(outside.mean()) * weight
-            grad_norm = clip_and_step(optimizer, cfg.max_grad_norm, accelerator)
-            n_opt_steps += 1
-    sums = dict(zip(sums, sum_over_processes(list(sums.values()), accelerator)))
+    sums, grad_norm, n_opt_steps = accumulate_and_step(
+        optimizer, _dpo_steps(len(pairs), n_steps, k, pairs_per_step or len(pairs), cfg, rng),
+        partial(_dpo_item_loss, gen, rollout, win, lose, ref, cfg, beta, ratio_clip),
+        ("loss", "margin", "clipfrac"), total, cfg, accelerator)
     out = {name: value / cfg.inner_epochs for name, value in sums.items()}
-    out.update(
-        grad_norm=grad_norm,
-        n_pairs=float(len(pairs)),
-        n_items=float(total),
-        n_optimizer_steps=float(n_opt_steps),
-    )
+    out.update(grad_norm=grad_norm, n_pairs=float(len(pairs)), n_items=float(total),
+               n_optimizer_steps=float(n_opt_steps))
     return out

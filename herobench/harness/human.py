@@ -1,6 +1,6 @@
 """A real person as the rater: a local web page shows each batch and the run waits for its labels.
 
-``HumanRater.rate(...)`` has the contract of ``SimulatedRater.rate`` and also takes the
+``HumanRater.rate(...)`` has the contract of ``SimulatedRater.rate`` (the ``types.Rater`` protocol) and takes the
 :class:`~herobench.types.RatingRequest` (the images) that the runner passes to every rater. It publishes
 the batch to a small stdlib HTTP server running in a background thread, then blocks until the page
 submits a valid labelling; the runner records those labels in the ledger (fsync) before any method
@@ -12,7 +12,7 @@ What the person gives, per protocol (as in ``herobench.harness.rater``):
   best (HERO §3.1: the best is chosen among the good images *and the previous best*; the person keeps it
   unless they see a better one, which is the rule the simulated rater follows, ``rater.best_pick``). Before
   the first best pick there is nothing to keep, so a batch with a good image needs a star
-  (``rater.check_best``, the contract both raters obey).
+  (``types.check_best``, the contract both raters obey; ``types.make_feedback`` shapes both raters' feedback).
 * ``"d3po"``: good/bad; pairs are derived from the labels and the noise groups exactly as for the
   simulated rater. ``"scalar"``: good/bad as 0/1 rewards. ``"none"``: nothing is asked.
 
@@ -40,10 +40,20 @@ from pathlib import Path
 import numpy as np
 
 from herobench.core.images import to_pil
-from herobench.errors import ConfigError, HerobenchError
+from herobench.errors import HerobenchError
 from herobench.harness.labelling import MAX_BODY_BYTES, TOKEN_HEADER, Batch, Board, LabellingServer
-from herobench.harness.rater import _pairs, check_best  # one D3PO-pair rule and one best-pick contract
-from herobench.types import Feedback, RatingRequest, Verdict
+
+# one feedback shape for both raters (the D3PO-pair rule and the best-pick contract included)
+from herobench.types import (
+    FEEDBACK_PROTOCOLS,
+    Feedback,
+    FeedbackProtocol,
+    RatingRequest,
+    Verdict,
+    check_groups,
+    check_protocol,
+    make_feedback,
+)
 
 __all__ = ["HumanRater", "MAX_BODY_BYTES", "TOKEN_HEADER", "thumbnail_png"]
 
@@ -77,11 +87,14 @@ class HumanRater:
         HerobenchError: the address cannot be bound (port in use, unknown host).
     """
 
-    PROTOCOLS: tuple[str, ...] = ("d3po", "hero", "none", "scalar")
+    PROTOCOLS: tuple[FeedbackProtocol, ...] = FEEDBACK_PROTOCOLS
 
     def __init__(self, store: str | Path, host: str = "127.0.0.1", port: int = 0, token: str | None = None):
         self.store = Path(store)
         self.token = token or secrets.token_urlsafe(24)
+        # (types.Rater) a person compares the pictures, not scores: the page shows the previous best from
+        # the ledger's hash (RatingRequest.prev_best_sha256), so there is no score to keep
+        self.best_score: float | None = None
         self._board = Board()
         self._counter = 0
         self._server = self._bind(host, int(port))
@@ -133,55 +146,53 @@ class HumanRater:
     def rate(
         self,
         verdicts: Sequence[Verdict] | None,
-        protocol: str,
+        protocol: FeedbackProtocol,
         groups: Sequence[int] | None = None,
-        prev_best_score: float | None = None,
         rng: np.random.Generator | None = None,
         request: RatingRequest | None = None,
     ) -> Feedback:
         """Show ``request``'s batch on the page and block until the person submits valid labels.
 
-        ``verdicts`` (the runner passes ``None``: no oracle is asked), ``prev_best_score`` and ``rng`` are
-        not used: the person judges the images.
+        ``verdicts`` (the runner passes ``None``: no oracle is asked) and ``rng`` are not used: the person
+        judges the images. Whether there is a best to keep comes from ``request.prev_best_sha256``.
 
         Raises:
             ConfigError: unknown protocol.
             ValueError: no ``request`` (the images), inconsistent lengths, or ``groups`` missing for d3po.
         """
-        if protocol not in self.PROTOCOLS:
-            raise ConfigError(f"unknown feedback protocol '{protocol}' (known: {', '.join(self.PROTOCOLS)})")
-        if protocol == "none":
-            return Feedback(good=())
+        if check_protocol(protocol) == "none":
+            return make_feedback(protocol, ())
         if request is None:
             raise ValueError("a human rater needs the images: pass request=RatingRequest(...)")
         n = len(request.images)
         if not n == len(request.prompts) == len(request.image_sha256) or (verdicts and len(verdicts) != n):
             raise ValueError(f"request lengths differ: {n} images, {len(request.prompts)} prompts, "
                              f"{len(request.image_sha256)} hashes, {len(verdicts or ())} verdicts")
-        if protocol == "d3po" and (groups is None or len(groups) != n):
-            raise ValueError(f"the d3po protocol needs one group id per image ({n}), got {groups!r}")
+        check_groups(protocol, groups, n)  # before the person spends any time on the batch
+        batch = self._batch(request, protocol)
+        self._board.publish(batch)
+        sub = self._board.wait(batch.id)
+        self._keep_images(request)
+        # the page enforces the same best-pick contract (labelling.parse_submission); this is the shared rule
+        return make_feedback(protocol, sub.good, sub.best, groups, has_prev_best=batch.has_prev_best)
+
+    def remember_best(self, feedback: Feedback, scores: Sequence[float] | None) -> None:
+        """Nothing to keep (see ``best_score``): the ledger already names the best image."""
+
+    def _batch(self, request: RatingRequest, protocol: FeedbackProtocol) -> Batch:
+        """The page's view of one batch, with the previous best's stored picture when there is one."""
         prev = None
         if request.prev_best_sha256 is not None:
             # a best labelled elsewhere (e.g. by another rater before a resume) may have no stored picture
             p = self.store / "images" / f"{request.prev_best_sha256}.png"
             prev = p.read_bytes() if p.is_file() else None
         self._counter += 1
-        batch = Batch(
+        return Batch(
             id=f"it{request.iteration}-{self._counter}", iteration=request.iteration, protocol=protocol,
             prompts=tuple(request.prompts), pngs=tuple(_png(img) for img in request.images),
             budget_labels=request.budget_labels, labels_spent=request.labels_spent,
             has_prev_best=request.prev_best_sha256 is not None, prev_best_png=prev, task=request.task,
         )
-        self._board.publish(batch)
-        sub = self._board.wait(batch.id)
-        self._keep_images(request)
-        if protocol == "hero":
-            # the page enforces the same contract (labelling.parse_submission); this is the shared rule
-            check_best(sub.good, sub.best, has_prev_best=batch.has_prev_best)
-            return Feedback(good=sub.good, best=sub.best)
-        if protocol == "scalar":
-            return Feedback(good=sub.good, scores=tuple(float(g) for g in sub.good))
-        return Feedback(good=sub.good, pairs=_pairs(sub.good, groups))
 
     def _keep_images(self, request: RatingRequest) -> None:
         folder = self.store / "images"

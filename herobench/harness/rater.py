@@ -6,11 +6,12 @@ the judgement in the protocol a method consumes, optionally with human-like nois
 * ``flip_rate``: each good/bad label is flipped independently with this probability;
 * ``best_noise``: the best pick ranks ``score + N(0, best_noise²)`` instead of the exact score.
 
-Protocols (``SimulatedRater.PROTOCOLS``):
+Protocols (``types.FeedbackProtocol``; the feedback is shaped by ``types.make_feedback`` for both raters):
 
 * ``"hero"``: good/bad for every image, plus one best image chosen among the good ones *and the previous
-  best* (HERO §3.1); ``None`` means the previous best stays. The rule (:func:`best_pick`, checked for the
-  simulated and the human rater alike by :func:`check_best`) is a person's, as in the official interface
+  best* (HERO §3.1), which the rater keeps itself (``SimulatedRater.best_score``, the ``types.Rater``
+  contract); ``None`` means the previous best stays. The rule (:func:`best_pick`, checked for the
+  simulated and the human rater alike by ``types.check_best``) is a person's, as in the official interface
   (sony/hero ``rl4dgm/user_feedback_interface/user_feedback_interface.py:675-698``: the good images are
   shown beside the current best, and choosing the current best changes nothing): the previous best stays
   unless a good image has a *strictly* higher (perceived) score. With a pass/fail oracle (GlyphWorld scores
@@ -36,7 +37,18 @@ import numpy as np
 
 from herobench.config import RaterSettings
 from herobench.errors import ConfigError
-from herobench.types import Feedback, RatingRequest, Verdict
+from herobench.types import (
+    FEEDBACK_PROTOCOLS,
+    Feedback,
+    FeedbackProtocol,
+    RatingRequest,
+    Verdict,
+    check_best,
+    check_protocol,
+    make_feedback,
+)
+
+__all__ = ["DEFAULT_PROFILE", "SimulatedRater", "best_pick", "check_best"]
 
 DEFAULT_PROFILE = "default"
 
@@ -44,7 +56,7 @@ DEFAULT_PROFILE = "default"
 class SimulatedRater:
     """A simulated human rater with optional label flips and a noisy best pick."""
 
-    PROTOCOLS: tuple[str, ...] = ("d3po", "hero", "none", "scalar")
+    PROTOCOLS: tuple[FeedbackProtocol, ...] = FEEDBACK_PROTOCOLS
 
     def __init__(
         self, profile: str = DEFAULT_PROFILE, flip_rate: float = 0.0, best_noise: float = 0.0, seed: int = 0
@@ -57,6 +69,7 @@ class SimulatedRater:
         self.flip_rate = float(flip_rate)
         self.best_noise = float(best_noise)
         self.seed = int(seed)
+        self.best_score: float | None = None  # the current best's score (types.Rater): rate() keeps it
 
     @classmethod
     def from_settings(cls, settings: RaterSettings, seed: int = 0) -> SimulatedRater:
@@ -86,20 +99,17 @@ class SimulatedRater:
     def rate(
         self,
         verdicts: Sequence[Verdict],
-        protocol: str,
+        protocol: FeedbackProtocol,
         groups: Sequence[int] | None = None,
-        prev_best_score: float | None = None,
         rng: np.random.Generator | None = None,
         request: RatingRequest | None = None,
     ) -> Feedback:
-        """Feedback on one batch.
+        """Feedback on one batch; a new best pick becomes :attr:`best_score` (the rater owns it).
 
         Args:
             verdicts: ``B`` oracle verdicts, in batch order.
             protocol: one of :attr:`PROTOCOLS`.
             groups: ``B`` initial-noise ids (``"d3po"`` only: pairs are formed within a group).
-            prev_best_score: score of the current best image (``"hero"``), None before the first pick; it
-                stays the best unless a good image scores strictly higher (:func:`best_pick`).
             rng: randomness for flips, best-pick noise and the draw among good images tied at the top;
                 required when the rater is noisy (use :meth:`rng_for` so that each iteration draws
                 independently and reproducibly); without it a tie goes to the earliest image.
@@ -107,18 +117,19 @@ class SimulatedRater:
                 rater; a simulated rater judges through the verdicts only and ignores it
                 (``herobench.harness.human.HumanRater`` shows it to a person).
 
+        ``"hero"``: the current best (:attr:`best_score`, None before the first pick) stays unless a good
+        image scores strictly higher (:func:`best_pick`).
+
         Returns:
-            Feedback with ``B`` labels (none for ``"none"``).
+            Feedback with ``B`` labels (none for ``"none"``), shaped by ``types.make_feedback``.
 
         Raises:
             ConfigError: unknown protocol or profile.
             ValueError: ``groups`` missing or of the wrong length for ``"d3po"``; a noisy rater
                 without ``rng``.
         """
-        if protocol not in self.PROTOCOLS:
-            raise ConfigError(f"unknown feedback protocol '{protocol}' (known: {', '.join(self.PROTOCOLS)})")
-        if protocol == "none":
-            return Feedback(good=())
+        if check_protocol(protocol) == "none":
+            return make_feedback(protocol, ())
         if self.noisy and rng is None:
             raise ValueError("a noisy rater needs an rng; pass rater.rng_for(iteration)")
         n = len(verdicts)
@@ -129,20 +140,22 @@ class SimulatedRater:
         flips = rng.random(n) < self.flip_rate if self.flip_rate > 0 else np.zeros(n, dtype=bool)
         perceived = scores + rng.normal(0.0, self.best_noise, n) if self.best_noise > 0 else scores
         good = tuple(bool(g) for g in truth ^ flips)
-
+        best = None
         if protocol == "hero":
-            prev = prev_best_score
+            prev = self.best_score
             if prev is not None and self.best_noise > 0:
                 prev = prev + rng.normal(0.0, self.best_noise)  # the previous best is perceived with noise too
             best = best_pick(good, perceived, prev, rng)
-            check_best(good, best, has_prev_best=prev_best_score is not None)
-            return Feedback(good=good, best=best)
-        if protocol == "scalar":
-            return Feedback(good=good, scores=tuple(float(g) for g in good))
-        # d3po
-        if groups is None or len(groups) != n:
-            raise ValueError(f"the d3po protocol needs one group id per image ({n}), got {groups!r}")
-        return Feedback(good=good, pairs=_pairs(good, groups))
+        feedback = make_feedback(protocol, good, best, groups, has_prev_best=self.best_score is not None)
+        # the verdict's own score, as the ledger records it (what a resumed run's remember_best sees)
+        self.remember_best(feedback, [v.score for v in verdicts])
+        return feedback
+
+    def remember_best(self, feedback: Feedback, scores: Sequence[float] | None) -> None:
+        """Take ``feedback.best`` as the current best, scored ``scores[best]`` (a batch rated before: the
+        runner replays it from the ledger). No best, or no scores (a person's labels), changes nothing."""
+        if feedback.best is not None and scores is not None:
+            self.best_score = float(scores[feedback.best])
 
 
 def best_pick(
@@ -167,32 +180,3 @@ def best_pick(
     if rng is None or len(tied) == 1:
         return tied[0]
     return tied[int(rng.integers(len(tied)))]
-
-
-def check_best(good: Sequence[bool], best: int | None, has_prev_best: bool) -> None:
-    """The best-pick contract every rater's feedback obeys (simulated and human, HERO §3.1).
-
-    ``best`` is an index of a *good* image, or ``None`` -- which keeps the previous best, and is allowed
-    only when there is one or when no image is good (the official interface also asks for a best on the
-    first batch, ``user_feedback_interface.py:655-658``).
-
-    Raises:
-        ValueError: a best out of range or labelled bad, or no best where the first one is due.
-    """
-    if best is not None:
-        if not 0 <= best < len(good):
-            raise ValueError(f"best image {best} is not an image of this batch of {len(good)}")
-        if not good[best]:
-            raise ValueError(f"the best image ({best}) must be one of the good images")
-    elif not has_prev_best and any(good):
-        raise ValueError("there is no previous best to keep: a batch with a good image needs a best pick")
-
-
-def _pairs(good: tuple[bool, ...], groups: Sequence[int]) -> tuple[tuple[int, int], ...]:
-    return tuple(
-        (w, b)
-        for w in range(len(good))
-        if good[w]
-        for b in range(len(good))
-        if not good[b] and groups[b] == groups[w]
-    )

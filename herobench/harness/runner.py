@@ -148,8 +148,7 @@ class Run:
         device = settings.device if accelerator is None else accelerator.device
         components = load_components(self.model_dir, device=str(device), dtype=dtype)
         self.gen = Generator(components, sampler_for(settings, self.model_dir), device=device, dtype=dtype)
-        self.method.setup(self.gen, dict(settings.method_options), settings.seed)
-        self.method.accelerator = accelerator
+        self.method.setup(self.gen, dict(settings.method_options), settings.seed, accelerator=accelerator)
         if settings.rater.kind == "simulated":  # (a human rater is built last, below)
             self.rater = SimulatedRater(
                 profile=profile, flip_rate=settings.rater.flip_rate, best_noise=settings.rater.best_noise,
@@ -163,7 +162,6 @@ class Run:
         self.budget = budget
         self.iteration = 0  # iterations completed (learned from and checkpointed)
         self.labels_done = 0  # labels of those iterations (the ledger may hold one more, not yet learned)
-        self.best_score: float | None = None
         # time of the run's earlier processes (up to each one's last checkpoint; a resume adds its own)
         self.seconds_before = 0.0
         self.unet_seconds_before = 0.0
@@ -211,7 +209,7 @@ class Run:
         final = self.dir.checkpoints / "latest"
         tmp = self.dir.checkpoints / "latest.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        state = {"iteration": self.iteration, "best_score": self.best_score, "labels": self.labels_done,
+        state = {"iteration": self.iteration, "best_score": self.rater.best_score, "labels": self.labels_done,
                  "seconds": seconds, "timings": self.timings,
                  "unet_seconds": self.unet_seconds_before + self.gen.unet_seconds}
         try:
@@ -263,7 +261,7 @@ class Run:
                 raise
             except Exception as e:  # noqa: BLE001 - any corruption becomes one line
                 raise HerobenchError(f"checkpoint {ckpt} is corrupt ({type(e).__name__}: {e})") from e
-            self.iteration, self.labels_done, self.best_score = iteration, labels, best_score
+            self.iteration, self.labels_done, self.rater.best_score = iteration, labels, best_score
             # a finished run resumed: its summary holds the times up to the end (the last evaluation too)
             times = _finished_times(self.dir, iteration, labels) or times
             self.seconds_before, self.timings, self.unet_seconds_before = times
@@ -370,10 +368,8 @@ class Run:
 
         t0 = time.perf_counter()
         # several processes: the main one alone rates and writes the ledger; every process learns
-        feedback, verdict_scores = _from_main(self._rate(it, rollout, groups) if self.main else None, self.acc)
+        feedback = _from_main(self._rate(it, rollout, groups) if self.main else None, self.acc)
         self._time("rating", t0)
-        if feedback.best is not None and verdict_scores is not None:  # (a person needs no score to compare)
-            self.best_score = float(verdict_scores[feedback.best])
 
         t0 = time.perf_counter()
         stats = self.method.learn(rollout, feedback, _rng(s.seed, it, 4))
@@ -382,34 +378,30 @@ class Run:
         self.labels_done += feedback.n_labels
         return {"iteration": it, "labels": self.labels_done, "good": int(sum(feedback.good)), **stats}
 
-    def _rate(self, it: int, rollout: Rollout, groups: list[int] | None) -> tuple[Feedback, list[float] | None]:
-        """The batch's feedback (replayed from the ledger, or asked and recorded) and the oracle's scores."""
+    def _rate(self, it: int, rollout: Rollout, groups: list[int] | None) -> Feedback:
+        """The batch's feedback: replayed from the ledger (the rater remembers its best), or asked and recorded."""
         s, n, prompts = self.settings, len(rollout), rollout.prompts
         hashes = [sha256_of_image(img) for img in rollout.images]
         recorded = self.ledger.get(it)
         if recorded is not None:  # labels given before a crash: replay them, never ask twice
             feedback, verdict_scores = _feedback_from_record(recorded, hashes)
+            self.rater.remember_best(feedback, verdict_scores)  # as if it had just rated the batch
         else:
             # a person judges the images themself: no oracle is asked, and the ledger holds only their labels
             verdicts = None if self.feedback_oracle is None else self.feedback_oracle.judge(rollout.images, prompts)
             feedback = self.rater.rate(
-                verdicts, self.method.protocol, groups=groups, prev_best_score=self.best_score,
-                rng=np.random.default_rng([s.seed, it, 3]),
+                verdicts, self.method.protocol, groups=groups, rng=np.random.default_rng([s.seed, it, 3]),
                 request=RatingRequest(rollout.images, tuple(prompts), tuple(hashes), it, self.budget,
                                       self.ledger.spent, _last_best_sha256(self.ledger), self.task.name),
             )
-            if verdicts is None:
-                verdict_scores = None
-                judged = [{"rater": "human"}] * n
-            else:
-                verdict_scores = [v.score for v in verdicts]
-                judged = [{"score": float(v.score), "reason": v.reason} for v in verdicts]
+            judged = ([{"rater": "human"}] * n if verdicts is None else
+                      [{"score": float(v.score), "reason": v.reason} for v in verdicts])
             entries = [
                 {"prompt": p, "image_sha256": h, "good": bool(g), **j, "group": (groups[i] if groups else None)}
                 for i, (p, h, g, j) in enumerate(zip(prompts, hashes, feedback.good, judged))
             ]
             self.ledger.record(it, entries, best=feedback.best, pairs=list(feedback.pairs), scores=feedback.scores)
-        return feedback, verdict_scores
+        return feedback
 
 
 def _last_best_sha256(ledger: FeedbackLedger) -> str | None:

@@ -22,11 +22,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from herobench.config import to_dict
-from herobench.core.lora import ATTENTION_TARGETS
 from herobench.core.policy_gradient import backward, clip_and_step, process_share, sum_over_processes
 from herobench.errors import ConfigError, HerobenchError
-from herobench.methods.base import Method, attach_lora, cpu_state, labels_tensor
+from herobench.methods.base import LoRAMethod, LoRAOptions, Method, cpu_state, labels_tensor, lr_option
 from herobench.types import Feedback, Rollout, TaskSpec
 
 
@@ -36,9 +34,6 @@ class PretrainedMethod(Method):
     name = "pretrained"
     protocol = "none"
     trains = False
-
-    def setup(self, gen, options: dict[str, Any], seed: int) -> None:
-        self.resolve_options(options)
 
 
 class EnhancedMethod(PretrainedMethod):
@@ -115,13 +110,12 @@ def denoising_loss(
 
 
 @dataclass(frozen=True)
-class DreamBoothOptions:
-    lora_rank: int = 4
-    lora_targets: tuple[str, ...] = ATTENTION_TARGETS  # UNet module-name suffixes the LoRA adapts
-    lr: float = 1e-4
+class DreamBoothOptions(LoRAOptions):
+    """The DreamBooth-style baseline's settings (module docstring; the LoRA fields from ``methods.base``)."""
+
+    lr: float = lr_option(1e-4)
     steps_per_iteration: int = 50
     train_batch: int = 8
-    max_grad_norm: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("lora_rank", "steps_per_iteration", "train_batch"):
@@ -132,7 +126,7 @@ class DreamBoothOptions:
                 raise ConfigError(f"method_options.{name} must be > 0 (got {getattr(self, name)})")
 
 
-class DreamBoothMethod(Method):
+class DreamBoothMethod(LoRAMethod):
     """DreamBooth-style supervised finetuning on good images (see the module docstring).
 
     State: ``options``, ``optimizer`` (AdamW over the LoRA), ``buffer_latents`` (``N×C×h×w`` final
@@ -140,14 +134,11 @@ class DreamBoothMethod(Method):
     """
 
     name = "dreambooth"
+    title = "DreamBooth"
     options_class = DreamBoothOptions
     protocol = "hero"
-    trains = True
 
-    def setup(self, gen, options: dict[str, Any], seed: int) -> None:
-        self.options = self.resolve_options(options)
-        self.gen = gen
-        self.optimizer = attach_lora(gen, self.options.lora_rank, self.options.lr, seed, self.options.lora_targets)
+    def build(self, gen, seed: int) -> None:
         self.buffer_latents = torch.zeros((0, *gen.latent_shape))
         self.buffer_prompts: list[str] = []
 
@@ -189,17 +180,9 @@ class DreamBoothMethod(Method):
             "sft_loss_mean": sum(losses) / len(losses),
         }
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "options": to_dict(self.options),
-            "optimizer": self.optimizer.state_dict(),
-            "buffer_latents": self.buffer_latents,
-            "buffer_prompts": list(self.buffer_prompts),
-        }
+    def extra_state(self) -> dict[str, Any]:
+        return {"buffer_latents": self.buffer_latents, "buffer_prompts": list(self.buffer_prompts)}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["options"] != to_dict(self.options):
-            raise HerobenchError("the checkpoint was written with other DreamBooth options than this run's")
-        self.optimizer.load_state_dict(state["optimizer"])
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         self.buffer_latents = state["buffer_latents"]
         self.buffer_prompts = list(state["buffer_prompts"])

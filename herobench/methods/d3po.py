@@ -31,23 +31,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
-from herobench.config import to_dict
-from herobench.core.lora import ATTENTION_TARGETS
-from herobench.core.policy_gradient import PGConfig, dpo_update, pg_config_from, reference_log_probs
+from herobench.core.policy_gradient import dpo_update, reference_log_probs
 from herobench.errors import ConfigError, HerobenchError
-from herobench.methods.base import Method, attach_lora, cycle_prompts, labels_tensor
+from herobench.methods.base import LoRAMethod, PolicyGradientOptions, cycle_prompts, labels_tensor, lr_option
 from herobench.types import Feedback, Rollout, TaskSpec
 
 
 @dataclass(frozen=True)
-class D3POOptions:
-    lora_rank: int = 4
-    lora_targets: tuple[str, ...] = ATTENTION_TARGETS  # UNet module-name suffixes the LoRA adapts
-    lr: float = 3e-5  # config/base.py:72
+class D3POOptions(PolicyGradientOptions):
+    """D3PO's settings (module docstring); the LoRA fields come from the shared bases (``methods.base``):
+    rank 4, grad clip 1.0 (config/base.py:85), 8 items per UNet call (memory only)."""
+
+    lr: float = lr_option(3e-5)  # config/base.py:72
     beta: float = 0.1  # config/base.py:101
     images_per_noise: int = 7  # scripts/sample.py:35 NUM_PER_PROMPT
     # passes over each batch's pairs. Official 400 (config/base.py:15); 16 keeps the CPU cost per label
@@ -57,9 +56,7 @@ class D3POOptions:
     reference: Literal["initial", "sampling"] = "initial"  # initial: official train.py:253-255
     ratio_clip: float | None = 0.1  # config/base.py:103 train.eps; None = plain DPO
     n_train_timesteps: int = 0  # 0 = every denoising step (timestep_fraction 1.0, config/base.py:99)
-    max_grad_norm: float = 1.0  # config/base.py:85
     pairs_per_step: int = 1  # pairs per optimizer step (official: 1)
-    train_micro_batch: int = 8  # memory knob only
 
     def __post_init__(self) -> None:
         checks = [
@@ -77,13 +74,11 @@ class D3POOptions:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"method_options.{message}")
-        try:
-            self.pg_config(1)
-        except ConfigError as e:
-            raise ConfigError(f"method_options.{e}") from None
+        self.check_pg_config()
 
-    def pg_config(self, n_steps: int) -> PGConfig:
-        return pg_config_from(self, n_train_timesteps=self.n_train_timesteps or n_steps)
+    def train_timesteps(self, n_steps: int) -> int:
+        """``n_train_timesteps``, 0 = all ``n_steps``."""
+        return self.n_train_timesteps or n_steps
 
 
 def noise_groups(n: int, images_per_noise: int) -> list[int]:
@@ -102,7 +97,7 @@ def pass_order(
     return sorted(pairs, key=lambda p: (rank[groups[p[0]]], min(p), max(p)))
 
 
-class D3POMethod(Method):
+class D3POMethod(LoRAMethod):
     """D3PO. Protocol ``"d3po"``: labels plus (winner, loser) pairs inside noise groups.
 
     State: ``options`` (:class:`D3POOptions`), ``optimizer`` (AdamW over the LoRA parameters). The
@@ -110,15 +105,9 @@ class D3POMethod(Method):
     """
 
     name = "d3po"
+    title = "D3PO"
     options_class = D3POOptions
     protocol = "d3po"
-    trains = True
-
-    def setup(self, gen, options: dict[str, Any], seed: int) -> None:
-        self.options = self.resolve_options(options)
-        self.gen = gen
-        self.pg = self.options.pg_config(gen.sampler.steps)
-        self.optimizer = attach_lora(gen, self.options.lora_rank, self.options.lr, seed, self.options.lora_targets)
 
     def train_prompts(self, task: TaskSpec, n: int) -> list[str]:
         """Task prompts cycled so that each noise group shares one prompt."""
@@ -179,11 +168,3 @@ class D3POMethod(Method):
         out["dpo_grad_norm"] = passes[-1]["grad_norm"]
         out["dpo_n_optimizer_steps"] = sum(p["n_optimizer_steps"] for p in passes)
         return out
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"options": to_dict(self.options), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["options"] != to_dict(self.options):
-            raise HerobenchError("the checkpoint was written with other D3PO options than this run's")
-        self.optimizer.load_state_dict(state["optimizer"])

@@ -22,31 +22,23 @@ from typing import Any, Literal
 
 import torch
 
-from herobench.config import to_dict
-from herobench.core.lora import ATTENTION_TARGETS
 from herobench.core.losses import PerPromptStatTracker, normalize_advantages
-from herobench.core.policy_gradient import PGConfig, pg_config_from, ppo_update
-from herobench.errors import ConfigError, HerobenchError
-from herobench.methods.base import Method, attach_lora, labels_tensor, merge_fixed, prefixed
+from herobench.core.policy_gradient import ppo_update
+from herobench.errors import ConfigError
+from herobench.methods.base import DDPOStepOptions, LoRAMethod, labels_tensor, lr_option, prefixed
 from herobench.types import Feedback, Rollout
 
 
 @dataclass(frozen=True)
-class DDPOOptions:
-    lora_rank: int = 4
-    lora_targets: tuple[str, ...] = ATTENTION_TARGETS  # UNet module-name suffixes the LoRA adapts
-    lr: float = 3e-4
+class DDPOOptions(DDPOStepOptions):
+    """DDPO's settings (module docstring); the LoRA and PPO fields come from the shared bases
+    (``methods.base``) with ddpo-pytorch's values, ``samples_per_step`` 8 (HERO's, see docs/FIDELITY.md)."""
+
+    lr: float = lr_option(3e-4)  # config/base.py:64
     n_train_timesteps: int = 0  # 0 = every denoising step (ddpo-pytorch timestep_fraction 1.0)
     # herobench: train only the first int(T·f) denoising steps (x_T side; Flow-GRPO's in-order
     # timestep_fraction). 1.0 = the paper's. The `-early` variants set 0.5 (issue 22, docs/FIDELITY.md).
     early_fraction: float = 1.0
-    clip_range: float = 1e-4
-    adv_clip: float = 5.0
-    max_grad_norm: float = 1.0
-    # trajectories per optimizer step: HERO's official config (train batch 2 × accumulation 4) gives 8
-    # optimizer steps per 64-image batch; 0 = one step per batch
-    samples_per_step: int = 8
-    train_micro_batch: int = 8  # memory knob only
     # "per_prompt": this batch's statistics per prompt; "batch": the whole batch's; "tracker": ddpo-pytorch's
     # PerPromptStatTracker (config/base.py:106-111: the last 16 rewards per prompt, kept across iterations,
     # the batch's statistics until 16 are buffered; stat_tracking.py:11-30)
@@ -57,17 +49,14 @@ class DDPOOptions:
             raise ConfigError(f"method_options.lora_rank must be >= 1 (got {self.lora_rank})")
         if self.n_train_timesteps < 0:
             raise ConfigError(f"method_options.n_train_timesteps must be >= 0 (got {self.n_train_timesteps})")
-        try:
-            self.pg_config(1)
-        except ConfigError as e:
-            raise ConfigError(f"method_options.{e}") from None
+        self.check_pg_config()
 
-    def pg_config(self, n_steps: int) -> PGConfig:
-        """The PPO settings for a sampler of ``n_steps`` denoising steps."""
-        return pg_config_from(self, n_train_timesteps=self.n_train_timesteps or n_steps)
+    def train_timesteps(self, n_steps: int) -> int:
+        """``n_train_timesteps``, 0 = all ``n_steps``."""
+        return self.n_train_timesteps or n_steps
 
 
-class DDPOMethod(Method):
+class DDPOMethod(LoRAMethod):
     """DDPO on human labels. Protocol ``"scalar"``.
 
     State: ``options`` (:class:`DDPOOptions`), ``optimizer`` (AdamW over the LoRA parameters), ``tracker``
@@ -75,22 +64,11 @@ class DDPOMethod(Method):
     """
 
     name = "ddpo"
+    title = "DDPO"
     options_class = DDPOOptions
     protocol = "scalar"
-    trains = True
 
-    def __init__(self, name: str = "ddpo", fixed: dict[str, Any] | None = None):
-        self.name = name
-        self.fixed = dict(fixed or {})  # options a named variant pins (e.g. ddpo-5steps)
-
-    def resolve_options(self, options: dict[str, Any]) -> DDPOOptions:
-        return super().resolve_options(merge_fixed(dict(options), self.fixed, self.name))
-
-    def setup(self, gen, options: dict[str, Any], seed: int) -> None:
-        self.options = self.resolve_options(options)
-        self.gen = gen
-        self.pg = self.options.pg_config(gen.sampler.steps)
-        self.optimizer = attach_lora(gen, self.options.lora_rank, self.options.lr, seed, self.options.lora_targets)
+    def build(self, gen, seed: int) -> None:
         self.tracker = (
             PerPromptStatTracker(buffer_size=16, min_count=16, eps=1e-6) if self.options.advantages == "tracker" else None
         )
@@ -113,13 +91,9 @@ class DDPOMethod(Method):
                                          accelerator=self.accelerator))
         )
 
-    def state_dict(self) -> dict[str, Any]:
-        tracker = None if self.tracker is None else self.tracker.state_dict()
-        return {"options": to_dict(self.options), "optimizer": self.optimizer.state_dict(), "tracker": tracker}
+    def extra_state(self) -> dict[str, Any]:
+        return {"tracker": None if self.tracker is None else self.tracker.state_dict()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["options"] != to_dict(self.options):
-            raise HerobenchError("the checkpoint was written with other DDPO options than this run's")
-        self.optimizer.load_state_dict(state["optimizer"])
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         if self.tracker is not None and state.get("tracker") is not None:
             self.tracker.load_state_dict(state["tracker"])

@@ -41,11 +41,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from herobench.config import to_dict
-from herobench.core.lora import ATTENTION_TARGETS, reference_policy
+from herobench.core.lora import reference_policy
 from herobench.core.policy_gradient import clip_and_step
-from herobench.errors import ConfigError, HerobenchError
-from herobench.methods.base import Method, attach_lora, cpu_state, labels_tensor
+from herobench.errors import ConfigError
+from herobench.methods.base import LoRAMethod, LoRAOptions, cpu_state, labels_tensor, lr_option
 from herobench.methods.baselines import denoising_target
 from herobench.methods.diffusion_nft import single_process
 from herobench.types import Feedback, Rollout
@@ -106,13 +105,14 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
 
 
 @dataclass(frozen=True)
-class DiffusionKTOOptions:
-    lora_rank: int = 4  # train:565-569 (--rank default 4, alpha = rank at :869)
-    lora_targets: tuple[str, ...] = ATTENTION_TARGETS  # train:871
-    lr: float = 5e-4  # --learning_rate default (train:405-409), the LoRA path
+class DiffusionKTOOptions(LoRAOptions):
+    """Diffusion-KTO's settings (module docstring). From the shared base (``methods.base``): LoRA rank 4
+    (train:565-569, --rank default 4, alpha = rank at :869) on the attention projections (train:871) and
+    grad clip 1.0 (train:479)."""
+
+    lr: float = lr_option(5e-4)  # --learning_rate default (train:405-409), the LoRA path
     lr_warmup_steps: int = 200  # example.sh (constant_with_warmup)
     weight_decay: float = 1e-2  # train:470
-    max_grad_norm: float = 1.0  # train:479
     beta: float = 1000.0  # --beta_dpo (train:387-391)
     lambda_desirable: float = 1.0  # train:394-398
     lambda_undesirable: float = 1.0  # train:399-404
@@ -136,7 +136,7 @@ class DiffusionKTOOptions:
                 raise ConfigError(f"method_options.{name} must be in [0, 1] (got {getattr(self, name)})")
 
 
-class DiffusionKTOMethod(Method):
+class DiffusionKTOMethod(LoRAMethod):
     """Diffusion-KTO on good/bad labels, online with a buffer (module docstring). Protocol ``"scalar"``.
 
     State: ``options``, ``optimizer`` (AdamW over the LoRA), ``step`` (optimizer steps so far: the lr
@@ -145,17 +145,11 @@ class DiffusionKTOMethod(Method):
     """
 
     name = "diffusion-kto"
+    title = "Diffusion-KTO"
     options_class = DiffusionKTOOptions
     protocol = "scalar"
-    trains = True
 
-    def setup(self, gen, options: dict[str, Any], seed: int) -> None:
-        self.options = self.resolve_options(options)
-        self.gen = gen
-        o = self.options
-        self.optimizer = attach_lora(gen, o.lora_rank, o.lr, seed, o.lora_targets)
-        for group in self.optimizer.param_groups:
-            group["weight_decay"] = o.weight_decay
+    def build(self, gen, seed: int) -> None:
         self.step = 0
         self.buffer_latents = torch.zeros((0, *gen.latent_shape))
         self.buffer_prompts: list[str] = []
@@ -215,20 +209,15 @@ class DiffusionKTOMethod(Method):
             "kto_lr": float(self.optimizer.param_groups[0]["lr"]),
         }
 
-    def state_dict(self) -> dict[str, Any]:
+    def extra_state(self) -> dict[str, Any]:
         return {
-            "options": to_dict(self.options),
-            "optimizer": self.optimizer.state_dict(),
             "step": self.step,
             "buffer_latents": self.buffer_latents,
             "buffer_prompts": list(self.buffer_prompts),
             "buffer_good": self.buffer_good.clone(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["options"] != to_dict(self.options):
-            raise HerobenchError("the checkpoint was written with other Diffusion-KTO options than this run's")
-        self.optimizer.load_state_dict(state["optimizer"])
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
         self.buffer_latents = state["buffer_latents"]
         self.buffer_prompts = list(state["buffer_prompts"])

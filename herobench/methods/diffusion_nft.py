@@ -54,11 +54,10 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 
-from herobench.config import to_dict
-from herobench.core.lora import ATTENTION_TARGETS, reference_policy
+from herobench.core.lora import reference_policy
 from herobench.core.policy_gradient import clip_and_step
 from herobench.errors import ConfigError, HerobenchError
-from herobench.methods.base import Method, attach_lora, cpu_state, labels_tensor
+from herobench.methods.base import LoRAMethod, LoRAOptions, Method, cpu_state, labels_tensor, lr_option
 from herobench.methods.baselines import denoising_target
 from herobench.types import Feedback, Rollout
 
@@ -161,12 +160,12 @@ def old_decay(step: int, flat_steps: int = 0, rate: float = 0.001, max_decay: fl
 
 
 @dataclass(frozen=True)
-class DiffusionNFTOptions:
-    lora_rank: int = 4  # herobench's shared rank (official: 32, alpha 64, train:430-431)
-    lora_targets: tuple[str, ...] = ATTENTION_TARGETS  # UNet module-name suffixes the LoRA adapts
-    lr: float = 3e-4  # base.py:66
+class DiffusionNFTOptions(LoRAOptions):
+    """DiffusionNFT's settings (module docstring). From the shared base (``methods.base``): LoRA rank 4
+    (herobench's; official: 32, alpha 64, train:430-431) and grad clip 1.0 (base.py:79)."""
+
+    lr: float = lr_option(3e-4)  # base.py:66
     weight_decay: float = 1e-4  # base.py:72
-    max_grad_norm: float = 1.0  # base.py:79
     beta: float = 1.0  # implicit-policy mixing, nft.py:61 (OCR and multi-reward: 0.1, nft.py:77, 137)
     kl_beta: float = 1e-4  # KL to the initial model, config.train.beta (nft.py:24)
     adv_clip_max: float = 5.0  # base.py:84
@@ -215,7 +214,7 @@ def single_process(method: Method) -> None:
         raise HerobenchError(f"method '{method.name}' runs in one process: launch it without accelerate")
 
 
-class DiffusionNFTMethod(Method):
+class DiffusionNFTMethod(LoRAMethod):
     """DiffusionNFT on good/bad labels (module docstring). Protocol ``"scalar"``.
 
     State: ``options``, ``optimizer`` (AdamW over the LoRA parameters, i.e. over θ), ``theta`` (θ's LoRA
@@ -224,17 +223,11 @@ class DiffusionNFTMethod(Method):
     """
 
     name = "diffusion-nft"
+    title = "DiffusionNFT"
     options_class = DiffusionNFTOptions
     protocol = "scalar"
-    trains = True
 
-    def setup(self, gen, options: dict[str, Any], seed: int) -> None:
-        self.options = self.resolve_options(options)
-        self.gen = gen
-        o = self.options
-        self.optimizer = attach_lora(gen, o.lora_rank, o.lr, seed, o.lora_targets)
-        for group in self.optimizer.param_groups:
-            group["weight_decay"] = o.weight_decay
+    def build(self, gen, seed: int) -> None:
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.theta = _clone(self.params)  # θ₀ = old₀ (train:576-579)
         self.step = 0
@@ -244,8 +237,6 @@ class DiffusionNFTMethod(Method):
         o = self.options
         good = labels_tensor(feedback, rollout)
         r_all = nft_reward_weights(good.float(), rollout.prompts, o.adv_clip_max, o.advantages)
-        unet, sched = self.gen.components.unet, self.gen.scheduler
-        kind = sched.config.prediction_type
         device = rollout.latents.device
         x0_all = rollout.latents[:, -1].float()
         n, n_steps = len(rollout), len(rollout.timesteps)
@@ -253,7 +244,7 @@ class DiffusionNFTMethod(Method):
         perm = torch.randperm(n, generator=rng)  # train:807
         # each image's own order of the sampler's timesteps; the first k are trained (train:810-816, :864)
         cols = torch.stack([torch.randperm(n_steps, generator=rng) for _ in range(n)])[:, :k]
-        alphas = sched.alphas_cumprod.to(torch.float32)
+        alphas = self.gen.scheduler.alphas_cumprod.to(torch.float32)
 
         old = _clone(self.params)  # the policy that sampled this batch
         theta = [t.clone() for t in self.theta]  # θ as the optimizer last left it
@@ -269,29 +260,7 @@ class DiffusionNFTMethod(Method):
                 for j in range(k):
                     t = rollout.timesteps[cols[micro, j]]
                     noise = torch.randn(x0.shape, generator=rng).to(device)  # train:868
-                    ab = alphas[t]
-                    x_t, _ = denoising_target(kind, x0, noise, ab)
-                    args = (unet, x_t.to(unet.dtype), t.to(device), emb)
-                    with torch.no_grad():
-                        # old, then reference, *before* θ's forward: the swap writes the LoRA weights that
-                        # θ's backward reads (train:873-883 also runs the old model first)
-                        _assign(self.params, old)
-                        out_old = _forward(*args)
-                        _assign(self.params, theta)
-                        out_ref = None
-                        if o.kl_beta > 0:
-                            with reference_policy(unet):
-                                out_ref = _forward(*args)
-                    out = _forward(*args)
-                    new_view = flow_view(kind, out, x_t, ab)
-                    old_view = flow_view(kind, out_old, x_t, ab)
-                    policy = nft_policy_loss(new_view.x0, old_view.x0, x0, r_all[micro], o.beta, o.adv_clip_max)
-                    loss = policy.sum()
-                    kl = torch.zeros(())
-                    if out_ref is not None:
-                        ref_velocity = flow_view(kind, out_ref, x_t, ab).velocity
-                        kl = ((new_view.velocity - ref_velocity) ** 2).mean(dim=tuple(range(1, x0.ndim)))
-                        loss = loss + o.kl_beta * kl.sum()
+                    loss, policy, kl = self._item_loss(x0, noise, t, alphas[t], emb, r_all[micro], old, theta)
                     (loss / items).backward()  # the step's mean over its (image, timestep) items
                     losses.append(float(policy.detach().mean()))
                     kls.append(float(kl.detach().mean()))
@@ -316,18 +285,41 @@ class DiffusionNFTMethod(Method):
             "theta_minus_old_norm": drift,
         }
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "options": to_dict(self.options),
-            "optimizer": self.optimizer.state_dict(),
-            "theta": [cpu_state(t) for t in self.theta],
-            "step": self.step,
-        }
+    def _item_loss(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, ab: torch.Tensor,
+                   emb: torch.Tensor, r: torch.Tensor, old: list[torch.Tensor], theta: list[torch.Tensor]
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One (image, timestep) item per row: ``x0`` noised at ``t`` (``ᾱ = ab``) with ``noise``, the old,
+        reference and θ forwards, and ``(loss summed over the rows, policy loss per row, KL per row)``."""
+        o, unet = self.options, self.gen.components.unet
+        kind = self.gen.scheduler.config.prediction_type
+        x_t, _ = denoising_target(kind, x0, noise, ab)
+        args = (unet, x_t.to(unet.dtype), t.to(x0.device), emb)
+        with torch.no_grad():
+            # old, then reference, *before* θ's forward: the swap writes the LoRA weights that
+            # θ's backward reads (train:873-883 also runs the old model first)
+            _assign(self.params, old)
+            out_old = _forward(*args)
+            _assign(self.params, theta)
+            out_ref = None
+            if o.kl_beta > 0:
+                with reference_policy(unet):
+                    out_ref = _forward(*args)
+        out = _forward(*args)
+        new_view = flow_view(kind, out, x_t, ab)
+        old_view = flow_view(kind, out_old, x_t, ab)
+        policy = nft_policy_loss(new_view.x0, old_view.x0, x0, r, o.beta, o.adv_clip_max)
+        loss = policy.sum()
+        kl = torch.zeros(())
+        if out_ref is not None:
+            ref_velocity = flow_view(kind, out_ref, x_t, ab).velocity
+            kl = ((new_view.velocity - ref_velocity) ** 2).mean(dim=tuple(range(1, x0.ndim)))
+            loss = loss + o.kl_beta * kl.sum()
+        return loss, policy, kl
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["options"] != to_dict(self.options):
-            raise HerobenchError("the checkpoint was written with other DiffusionNFT options than this run's")
-        self.optimizer.load_state_dict(state["optimizer"])
+    def extra_state(self) -> dict[str, Any]:
+        return {"theta": [cpu_state(t) for t in self.theta], "step": self.step}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         if len(state["theta"]) != len(self.params):
             raise HerobenchError("the checkpoint's DiffusionNFT θ does not fit this LoRA")
         self.theta = [t.to(p.device, p.dtype) for t, p in zip(state["theta"], self.params)]

@@ -44,27 +44,24 @@ DanceGRPO does (``train_grpo_sd.py:415-420``, ``:434-435``); Flow-GRPO draws eac
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from functools import partial
+from typing import Literal
 
 import torch
 
-from herobench.config import check_ranges, in_range, to_dict
+from herobench.config import check_ranges, in_range
 from herobench.core.ddim import ddim_step_mean, ddim_step_with_logprob
-from herobench.core.lora import ATTENTION_TARGETS, reference_policy
+from herobench.core.lora import reference_policy
 from herobench.core.losses import ppo_clip_loss
 from herobench.core.policy_gradient import (
     PGConfig,
-    backward,
-    clip_and_step,
-    diagnostic_rows,
-    kl_summary,
-    pg_config_from,
-    process_share,
-    sum_over_processes,
-    true_step_kl,
+    TrueKL,
+    accumulate_and_step,
+    check_accelerator,
+    ppo_inputs,
 )
-from herobench.errors import ConfigError, HerobenchError
-from herobench.methods.base import Method, attach_lora, labels_tensor, prefixed
+from herobench.errors import ConfigError
+from herobench.methods.base import LoRAMethod, PPOOptions, labels_tensor, lr_option, prefixed
 from herobench.types import Feedback, Rollout
 
 STD_EPS = 1e-4  # flow_grpo/stat_tracking.py:27, :29
@@ -170,94 +167,80 @@ def grpo_update(
         ``cfg.kl_rows`` the true KL of the update (``core.policy_gradient.kl_summary``). With no image to train,
         nothing changes and ``n_optimizer_steps`` is 0.
     """
-    if accelerator is not None and accelerator.gradient_accumulation_steps != 1:
-        raise ValueError("pass an Accelerator with gradient_accumulation_steps=1 (the update accumulates)")
+    check_accelerator(accelerator)
     n, n_steps = rollout.log_probs.shape
-    if tuple(advantages.shape) != (n,):
-        raise ValueError(f"advantages has shape {tuple(advantages.shape)}, expected ({n},)")
+    adv, old = ppo_inputs(rollout, advantages, cfg)
     if steps_per_batch < 1:
         raise ValueError(f"steps_per_batch must be >= 1, got {steps_per_batch}")
     k = min(cfg.n_train_timesteps, n_steps)
-    dim = rollout.latents[0, 0].numel()
-    dev = rollout.log_probs.device
-    adv = advantages.detach().to(dev, torch.float32).clamp(-cfg.adv_clip, cfg.adv_clip)
-    old = rollout.log_probs.detach().to(torch.float32) / dim
     rows_all = torch.nonzero(advantages.detach().cpu() != 0).flatten()  # flow_grpo train_sd3.py:796-817
-    keys = ("loss", "policy_loss", "kl", "approx_kl", "clipfrac")
-    sums = dict.fromkeys(keys, 0.0)
     out: dict[str, float | list[float]] = {"grad_norm": float("nan"), "n_rows": float(len(rows_all)),
                                            "n_items": float(len(rows_all) * k), "n_optimizer_steps": 0.0}
     if len(rows_all) == 0:
-        return {**sums, **out}
-    kl_rows = diagnostic_rows(n, cfg.kl_rows)
-    if len(kl_rows):
-        mean_before, std_all = gen.step_means(rollout, torch.arange(n_steps), batch_idx=kl_rows,
-                                              use_cfg=cfg.cfg_in_training)
-    unet = gen.components.unet
-    eta = gen.sampler.eta
-    total = len(rows_all) * k
-    n_opt = 0
-    optimizer.zero_grad(set_to_none=True)
-    for _ in range(cfg.inner_epochs):
-        order = rows_all[torch.randperm(len(rows_all), generator=rng)]  # train_sd3.py:829
-        for part in order.tensor_split(min(steps_per_batch, len(order))):
-            item_rows = part.repeat_interleave(k)
-            item_steps = torch.arange(k).repeat(len(part))
-            g_total = len(item_rows)
-            for chunk in process_share(g_total, accelerator).split(cfg.train_micro_batch):
-                if not len(chunk):
-                    continue
-                rows, st = item_rows[chunk], item_steps[chunk]
-                with torch.no_grad(), reference_policy(unet):  # train_sd3.py:876-878
-                    mean_ref, _ = gen.step_means(rollout, st[:, None], batch_idx=rows, use_cfg=cfg.cfg_in_training)
-                # one UNet pass gives both the log-prob and the mean (Generator.step_log_prob + step_means)
-                _, _, model_out, t, x_t, x_prev = gen._stored_steps(rollout, st[:, None], rows, cfg.cfg_in_training)
-                _, log_prob = ddim_step_with_logprob(gen.scheduler, model_out, t, x_t, eta, prev_sample=x_prev)
-                mean, std = ddim_step_mean(gen.scheduler, model_out, t, x_t, eta)
-                rows_d, st_d = rows.to(dev), st.to(dev)
-                loss, stats = grpo_loss(
-                    log_prob / dim, old[rows_d, st_d], adv[rows_d], mean, mean_ref.to(mean.device), std,
-                    cfg.clip_range, beta,
-                )
-                backward(loss * (len(chunk) / g_total), accelerator)  # micro-batch means -> step mean
-                weight = len(chunk) / total
-                sums["loss"] += float(loss.detach()) * weight
-                for key in keys[1:]:
-                    sums[key] += float(stats[key]) * weight
-            out["grad_norm"] = clip_and_step(optimizer, cfg.max_grad_norm, accelerator)
-            n_opt += 1
-    sums = dict(zip(sums, sum_over_processes(list(sums.values()), accelerator)))
+        return {**dict.fromkeys(GRPO_STATS, 0.0), **out}
+    kl = TrueKL(gen, rollout, cfg)
+    sums, out["grad_norm"], n_opt = accumulate_and_step(
+        optimizer, _grpo_steps(rows_all, k, steps_per_batch, cfg, rng),
+        partial(_grpo_item_loss, gen, rollout, old, adv, cfg, beta), GRPO_STATS, len(rows_all) * k, cfg,
+        accelerator)
     out.update({key: value / cfg.inner_epochs for key, value in sums.items()}, n_optimizer_steps=float(n_opt))
-    if len(kl_rows):
-        mean_after, _ = gen.step_means(rollout, torch.arange(n_steps), batch_idx=kl_rows, use_cfg=cfg.cfg_in_training)
-        out.update(kl_summary(true_step_kl(mean_before, mean_after, std_all, len(kl_rows))))
+    out.update(kl.summary())
     return out
 
 
-@dataclass(frozen=True)
-class GRPOOptions:
-    """GRPO's settings; defaults are Flow-GRPO's GRPO configs (yifan123/flow_grpo ``config/``) unless marked."""
+GRPO_STATS = ("loss", "policy_loss", "kl", "approx_kl", "clipfrac")  # grpo_update's means over items
 
-    lora_rank: int = field(default=4, metadata=in_range(1, 1024))  # herobench's shared rank (Flow-GRPO: 32)
-    lora_targets: tuple[str, ...] = ATTENTION_TARGETS  # UNet module-name suffixes the LoRA adapts
-    lr: float = field(default=3e-4, metadata=in_range(1e-12, 1.0))  # config/base.py:63
+
+def _grpo_steps(rows_all: torch.Tensor, k: int, steps_per_batch: int, cfg: PGConfig, rng: torch.Generator):
+    """GRPO's optimizer steps, lazily: per inner epoch the trained images shuffled (train_sd3.py:829) into
+    ``steps_per_batch`` parts, each on the first ``k`` denoising steps of its images."""
+    for _ in range(cfg.inner_epochs):
+        order = rows_all[torch.randperm(len(rows_all), generator=rng)]
+        for part in order.tensor_split(min(steps_per_batch, len(order))):
+            yield part.repeat_interleave(k), torch.arange(k).repeat(len(part))
+
+
+def _grpo_item_loss(gen, rollout: Rollout, old: torch.Tensor, adv: torch.Tensor, cfg: PGConfig, beta: float,
+                    rows: torch.Tensor, st: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:func:`grpo_loss` and its stats (:data:`GRPO_STATS`) of (image ``rows``, denoising step ``st``) items: the reference's step means (LoRA
+    disabled, no gradient), then one UNet pass of the current model for both the log-prob and the mean."""
+    dim, dev = rollout.latents[0, 0].numel(), rollout.log_probs.device
+    with torch.no_grad(), reference_policy(gen.components.unet):  # train_sd3.py:876-878
+        mean_ref, _ = gen.step_means(rollout, st[:, None], batch_idx=rows, use_cfg=cfg.cfg_in_training)
+    # one UNet pass gives both the log-prob and the mean (Generator.step_log_prob + step_means)
+    _, _, model_out, t, x_t, x_prev = gen._stored_steps(rollout, st[:, None], rows, cfg.cfg_in_training)
+    eta = gen.sampler.eta
+    _, log_prob = ddim_step_with_logprob(gen.scheduler, model_out, t, x_t, eta, prev_sample=x_prev)
+    mean, std = ddim_step_mean(gen.scheduler, model_out, t, x_t, eta)
+    rows_d, st_d = rows.to(dev), st.to(dev)
+    loss, stats = grpo_loss(log_prob / dim, old[rows_d, st_d], adv[rows_d], mean, mean_ref.to(mean.device), std,
+                            cfg.clip_range, beta)
+    return loss, {"loss": loss.detach(), **{key: stats[key] for key in GRPO_STATS[1:]}}
+
+
+@dataclass(frozen=True)
+class GRPOOptions(PPOOptions):
+    """GRPO's settings; defaults are Flow-GRPO's GRPO configs (yifan123/flow_grpo ``config/``) unless marked.
+
+    From the shared bases (``methods.base``): LoRA rank 4 (herobench's; Flow-GRPO: 32), clip range 1e-4
+    (``config/base.py:86``), advantage clip 5 (``:84``), grad clip 1.0 (``:76``), 8 items per UNet call
+    (herobench: memory only).
+    """
+
+    lr: float = lr_option(3e-4)  # config/base.py:63
     beta: float = field(default=0.04, metadata=in_range(0.0, 1e6))  # KL coefficient, config/grpo.py:52, :91
-    clip_range: float = field(default=1e-4, metadata=in_range(1e-12, 1e6))  # config/base.py:86
-    adv_clip: float = field(default=5.0, metadata=in_range(1e-12, 1e6))  # config/base.py:84
-    max_grad_norm: float = field(default=1.0, metadata=in_range(1e-12, 1e6))  # config/base.py:76
     # the first int(T * fraction) denoising steps are trained: all but the last (config/grpo.py:50)
     timestep_fraction: float = field(default=0.99, metadata=in_range(1e-6, 1.0))
     std: Literal["global", "group"] = "global"  # config/grpo.py:54 sample.global_std = True
     steps_per_batch: int = field(default=2, metadata=in_range(1, 4096))  # config/grpo.py:44
     shared_noise: bool = False  # true: one x_T for the whole batch, as DanceGRPO (train_grpo_sd.py:415-420)
-    train_micro_batch: int = field(default=8, metadata=in_range(1, 4096))  # herobench: memory knob only
 
     def __post_init__(self) -> None:
         check_ranges(self)
         if not self.lora_targets:
             raise ConfigError("lora_targets must name at least one module")
 
-    def n_train_timesteps(self, n_steps: int) -> int:
+    def train_timesteps(self, n_steps: int) -> int:
         """``int(T · timestep_fraction)`` (flow_grpo ``train_sd3.py:345``) for a sampler of ``T`` steps."""
         k = int(n_steps * self.timestep_fraction)
         if k < 1:
@@ -267,11 +250,8 @@ class GRPOOptions:
             )
         return k
 
-    def pg_config(self, n_steps: int) -> PGConfig:
-        return pg_config_from(self, n_train_timesteps=self.n_train_timesteps(n_steps))
 
-
-class GRPOMethod(Method):
+class GRPOMethod(LoRAMethod):
     """GRPO on human labels (reward 1 good, 0 bad). Protocol ``"scalar"``.
 
     State: ``options`` (:class:`GRPOOptions`), ``optimizer`` (AdamW over the LoRA parameters). The reference
@@ -279,15 +259,9 @@ class GRPOMethod(Method):
     """
 
     name = "grpo"
+    title = "GRPO"
     options_class = GRPOOptions
     protocol = "scalar"
-    trains = True
-
-    def setup(self, gen, options: dict[str, Any], seed: int) -> None:
-        self.options = self.resolve_options(options)
-        self.gen = gen
-        self.pg = self.options.pg_config(gen.sampler.steps)
-        self.optimizer = attach_lora(gen, self.options.lora_rank, self.options.lr, seed, self.options.lora_targets)
 
     def init_noise(self, n: int, shape, rng: torch.Generator) -> torch.Tensor:
         """``N(0, I)`` per image, or (``shared_noise``) one draw repeated for the whole batch."""
@@ -316,14 +290,6 @@ class GRPOMethod(Method):
             self.gen, rollout, advantages, self.optimizer, self.pg, rng, beta=o.beta,
             steps_per_batch=o.steps_per_batch, accelerator=self.accelerator,
         ))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"options": to_dict(self.options), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["options"] != to_dict(self.options):
-            raise HerobenchError("the checkpoint was written with other GRPO options than this run's")
-        self.optimizer.load_state_dict(state["optimizer"])
 
 
 __all__ = ["GRPOMethod", "GRPOOptions", "group_advantages", "grpo_loss", "grpo_update", "step_kl"]

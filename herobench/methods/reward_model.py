@@ -36,12 +36,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from herobench.config import check_ranges, in_range, to_dict
-from herobench.core.lora import ATTENTION_TARGETS
+from herobench.config import check_ranges, in_range
 from herobench.core.losses import normalize_advantages
-from herobench.core.policy_gradient import PGConfig, pg_config_from, ppo_update
-from herobench.errors import ConfigError, HerobenchError
-from herobench.methods.base import Method, attach_lora, cpu_state, labels_tensor, prefixed
+from herobench.core.policy_gradient import ppo_update
+from herobench.errors import ConfigError
+from herobench.methods.base import DDPOStepOptions, LoRAMethod, cpu_state, labels_tensor, lr_option, prefixed
 from herobench.methods.hero_repr import HeroEncoder
 from herobench.types import Feedback, Rollout
 
@@ -116,22 +115,16 @@ def fit_classifier(
 
 
 @dataclass(frozen=True)
-class RewardModelOptions:
-    """The classifier's settings (see the module docstring) and HERO's PPO settings."""
+class RewardModelOptions(DDPOStepOptions):
+    """The classifier's settings (see the module docstring) and HERO's PPO settings (the shared bases,
+    ``methods.base``, with HERO's values: lr 1e-3, 5 random steps per trajectory, 8 per optimizer step)."""
 
     feature_dim: int = field(default=0, metadata=in_range(0, 1 << 20))  # 0 = scaled like HERO's encoder
     classifier_lr: float = field(default=1e-4, metadata=in_range(1e-12, 1.0))  # herobench (module docstring)
     classifier_steps: int = field(default=500, metadata=in_range(0, 1_000_000))  # HERO's encoder_epochs
     classifier_batch: int = field(default=64, metadata=in_range(1, 1 << 20))  # rows per step: HERO's batch
-    lora_rank: int = field(default=4, metadata=in_range(1, 1024))
-    lora_targets: tuple[str, ...] = ATTENTION_TARGETS
-    lr: float = field(default=1e-3, metadata=in_range(1e-12, 1.0))
-    n_train_timesteps: int = field(default=5, metadata=in_range(1, 1000))
-    clip_range: float = field(default=1e-4, metadata=in_range(1e-12, 1e6))
-    adv_clip: float = field(default=5.0, metadata=in_range(1e-12, 1e6))
-    max_grad_norm: float = field(default=1.0, metadata=in_range(1e-12, 1e6))
-    samples_per_step: int = field(default=8, metadata=in_range(0, 4096))
-    train_micro_batch: int = field(default=8, metadata=in_range(1, 4096))  # memory knob only
+    lr: float = lr_option(1e-3)  # HERO's
+    n_train_timesteps: int = field(default=5, metadata=in_range(1, 1000))  # HERO's (checked: >= 1)
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -140,11 +133,8 @@ class RewardModelOptions:
         if not self.lora_targets:
             raise ConfigError("lora_targets must name at least one module")
 
-    def pg_config(self) -> PGConfig:
-        return pg_config_from(self)
 
-
-class RewardModelMethod(Method):
+class RewardModelMethod(LoRAMethod):
     """A classifier on all labels so far as DDPO's reward. Protocol ``"scalar"``.
 
     State (all in :meth:`state_dict`): ``options``, ``optimizer`` (AdamW over the LoRA), ``classifier`` and
@@ -153,16 +143,12 @@ class RewardModelMethod(Method):
     """
 
     name = "reward-model"
+    title = "reward-model"
     options_class = RewardModelOptions
     protocol = "scalar"
-    trains = True
 
-    def setup(self, gen, options: dict[str, Any], seed: int) -> None:
-        o = self.resolve_options(options)
-        self.options = o
-        self.gen = gen
-        self.pg = o.pg_config()
-        self.optimizer = attach_lora(gen, o.lora_rank, o.lr, seed, o.lora_targets)
+    def build(self, gen, seed: int) -> None:
+        o = self.options
         self.classifier = build_classifier(gen.latent_shape, o.feature_dim, seed).to(gen.device)
         self.classifier.eval()
         self.classifier_optimizer = torch.optim.Adam(self.classifier.parameters(), lr=o.classifier_lr)
@@ -204,20 +190,15 @@ class RewardModelMethod(Method):
             self.gen, rollout, advantages, self.optimizer, self.pg, rng, accelerator=self.accelerator
         ))
 
-    def state_dict(self) -> dict[str, Any]:
+    def extra_state(self) -> dict[str, Any]:
         return {
-            "options": to_dict(self.options),
-            "optimizer": self.optimizer.state_dict(),
             "classifier": self.classifier.state_dict(),
             "classifier_optimizer": self.classifier_optimizer.state_dict(),
             "buffer_latents": self.buffer_latents,
             "buffer_good": self.buffer_good,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["options"] != to_dict(self.options):
-            raise HerobenchError("the checkpoint was written with other reward-model options than this run's")
-        self.optimizer.load_state_dict(state["optimizer"])
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         self.classifier.load_state_dict(state["classifier"])
         self.classifier_optimizer.load_state_dict(state["classifier_optimizer"])
         self.buffer_latents = state["buffer_latents"].to("cpu", torch.float32)
