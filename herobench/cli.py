@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
-import click
+# OpenMP threads that wait for work sleep instead of spinning: on cores shared with other work, spinning
+# made 2 threads 12-17x slower than 1; passive waiting 1.0-1.75x (docs/PERFORMANCE.md).
+# Read once when torch's OpenMP runtime starts, so it is set here, before anything imports torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import click  # noqa: E402
 
 from herobench import __version__
 from herobench.errors import HerobenchError, os_error_message
@@ -20,7 +26,8 @@ Examples:
   herobench run --resume runs/hand-hero-s0
   herobench report runs/hand-hero-s0 runs/hand-hero-s1 --out report/
   herobench bench benchmarks/grids/glyphworld.toml --out runs/glyphworld --jobs 2
-  herobench glyphworld grid --task hand --out hand.png
+  herobench compare --task hand --methods hero,ddpo,pretrained --seeds 3 --budget 512 --dry-run
+  herobench glyphworld grid --task hand
 """
 
 
@@ -98,12 +105,29 @@ def ls_cmd(what: str) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
               help="folder that receives the run folder")
 @click.option("--resume", type=click.Path(path_type=Path), default=None, help="continue a killed run folder")
-@click.option("--quiet", is_flag=True, help="no progress bar")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads [default: every core; on --resume the run's recorded count]. Idle "
+                   "OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE unless set), so other work on the cores "
+                   "costs little; use 1 on cores heavily shared (docs/PERFORMANCE.md). Recorded in config.json: "
+                   "image bytes depend on it")
+@click.option("--quiet/--progress", "quiet", default=None,
+              help="no progress lines or bar / show them on a non-terminal too [default: shown on a terminal]")
 @click.option("--log-with", "log_with", multiple=True, metavar="tensorboard|wandb|mlflow",
               help="also mirror train.jsonl / evals.jsonl to this tracker (repeatable; the JSONL files stay the record)")
 def run_cmd(task, method, budget, seed, model, oracle, rater_kind, host, port, config_path, overrides, device, out,
-            resume, quiet, log_with):
+            resume, threads, quiet, log_with):
     """Run one method on one task under a label budget, then print a summary.
+
+    Progress goes to stderr (a line per phase and a bar over labels); the summary, which says whether the
+    run moved from its own start (paired, image by image), goes to stdout.
+
+    --config takes a TOML file of run settings: the keys of `--set` at the top level or in tables, e.g.
+    `task = "hand"`, `method = "hero"`, `budget_labels = 256`, `batch_size = 64`, `[sampler]` steps /
+    guidance_scale / eta, `[eval]` n_images / every_labels / batch_size, `[rater]` profile / flip_rate,
+    `[method_options]` (the method's own options). Unknown keys are refused by name; flags and --set
+    override the file. A run's config.json "settings" holds the same keys.
+
+    --resume RUN continues a run folder; with --budget N above its recorded budget it continues to N.
 
     \b
     Examples:
@@ -114,6 +138,10 @@ def run_cmd(task, method, budget, seed, model, oracle, rater_kind, host, port, c
       herobench run --task hand --method hero --budget 128 --rater human --port 8765
       herobench run --task hand --method hero --budget 128 --rater replay:runs/hand-hero-s0/labels.jsonl
     """
+    from herobench.harness.progress import Progress, closing_summary
+
+    show = sys.stderr.isatty() if quiet is None else not quiet
+    Progress(show).line("starting: importing torch and diffusers")
     from herobench.harness.runner import execute, prepare
     from herobench.harness.settings import settings_from_cli
     from herobench.harness.tracking import check_trackers
@@ -130,7 +158,13 @@ def run_cmd(task, method, budget, seed, model, oracle, rater_kind, host, port, c
         raise click.UsageError("--rater/--host/--port come from the run folder on --resume "
                                "(a resumed human run serves on its recorded host and port)")
     log_with = check_trackers(_split_names(log_with))
-    r = prepare(settings, out=out, resume=resume, progress=not quiet, log_with=log_with)
+    _set_threads(threads, resume)
+    if settings is not None:
+        _warn_small_budget(settings)
+    r = prepare(settings, out=out, resume=resume, progress=show, log_with=log_with,
+                budget=budget if resume else None)
+    if r.extended_from is not None:
+        click.echo(f"resuming {r.dir.path}: budget extended from {r.extended_from} to {r.budget} labels", err=True)
     try:
         url = getattr(r.rater, "url", None)
         if url:  # one line, flushed: scripts and people read it while the run waits for labels
@@ -141,6 +175,83 @@ def run_cmd(task, method, budget, seed, model, oracle, rater_kind, host, port, c
         r.close()
     if r.main:  # several processes (accelerate launch): the main one alone reports
         click.echo(format_summary(r.dir.path, summary))
+        click.echo(closing_summary(r.dir.path, summary))
+
+
+def _set_threads(threads: int | None, resume: Path | None) -> None:
+    """``--threads``, else a resumed run's recorded count (its replayed batches were sampled with it),
+    else torch's default (every core)."""
+    import json
+
+    if threads is None and resume is not None:
+        try:
+            threads = json.loads((Path(resume) / "config.json").read_text())["environment"].get("threads")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            threads = None  # prepare() reports an unreadable run folder
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
+def _warn_small_budget(settings) -> None:
+    """One line when the budget is below one batch: the run learns once, from what the budget allows."""
+    if 0 < settings.budget_labels < settings.batch_size:
+        click.echo(f"warning: --budget {settings.budget_labels} is below one batch of {settings.batch_size} "
+                   f"images: the run has one iteration of {settings.budget_labels} (lower --set "
+                   f"batch_size=... to learn more than once)", err=True)
+
+
+@main.command("compare")
+@click.option("--task", required=True, help="task name (see `herobench ls tasks`) or path to a task.toml")
+@click.option("--methods", required=True, metavar="A,B,...", help="methods to compare, comma-separated")
+@click.option("--seeds", type=int, default=3, show_default=True, help="seeds 0..N-1 per method")
+@click.option("--budget", type=int, default=None, help="label budget of every cell (default: the task's)")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="cells run in parallel (one thread each)")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="folder of the cell run folders [default: runs/compare-<task>]")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="override a shared setting, or method_options.<method>.<key>=VALUE (repeatable)")
+@click.option("--dry-run", is_flag=True, help="print the plan and its estimated time; run nothing")
+def compare_cmd(task, methods, seeds, budget, jobs, out, overrides, dry_run):
+    """Compare methods on one task over seeds: plan with an estimated time, run (resumable), report.
+
+    Runs the grid TASK x METHODS x seeds as `herobench bench` does (rerun the command to resume a killed
+    comparison), then writes OUT/report/ and prints its tables (paired, image by image, against the
+    untrained start and against HERO) and the curve PNG.
+
+    \b
+    Examples:
+      herobench compare --task hand --methods hero,ddpo,d3po,pretrained --seeds 3 --budget 512 --dry-run
+      herobench compare --task hand --methods hero,ddpo,pretrained --seeds 3 --budget 512 --jobs 2
+      herobench compare --task hand --methods hero,ddpo --set sampler.steps=10 \\
+          --set method_options.hero.encoder_epochs=50
+    """
+    from herobench.harness.bench import plan, plan_line, run_planned
+    from herobench.harness.compare import compare_grid, estimate, estimate_lines
+    from herobench.tasks import load_task
+
+    spec = compare_grid(task, methods.split(","), seeds, budget, list(overrides))
+    out = out if out is not None else Path("runs") / f"compare-{load_task(task).name}"
+    rows = plan(spec, out)
+    click.echo(plan_line(f"compare {task}", spec, rows, out, seeds))
+    for cell, status, labels in rows:
+        click.echo(f"  {cell.name:<34} {status:<8} labels {labels}")
+    for line in estimate_lines(estimate(rows, out, roots=[Path("runs")]), jobs):
+        click.echo(line)
+    if dry_run:
+        return
+    source = {"compare": {"task": task, "methods": spec.grid.methods, "seeds": seeds, "budget": budget},
+              "overrides": list(overrides)}
+    results, written = run_planned(spec, rows, out, source, jobs=jobs, echo=click.echo)
+    tables = written.get("tables.md")
+    if tables is not None:
+        click.echo(f"\n{tables}:\n{tables.read_text().rstrip()}\n")
+    for path in sorted(p for p in written.values() if p.suffix == ".png"):
+        click.echo(f"curve: {path}")
+    if any(r.status == "failed" for r in results):
+        sys.exit(1)
 
 
 def _split_names(values: tuple[str, ...]) -> list[str]:
@@ -340,7 +451,8 @@ def glyphworld_train(out: Path, seed: int, unet_steps: int | None, vae_steps: in
 
 @glyphworld_cmd.command("grid")
 @click.option("--task", required=True, help="task name")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="PNG to write")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="PNG to write [default: runs/grids/<task>.png, <task>-truth.png with --truth]")
 @click.option("--n", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--profile", default="default", show_default=True, help="rater profile (mountain: green|snowy)")
@@ -356,6 +468,7 @@ def glyphworld_grid(task, out, n, seed, profile, truth, model, lora):
     if task not in glyphworld_tasks():
         raise HerobenchError(unknown_name_message("GlyphWorld task", task, sorted(glyphworld_tasks())))
     profile = resolve_profile(load_task(task), profile)
+    out = out if out is not None else Path("runs") / "grids" / f"{task}{'-truth' if truth else ''}.png"
     if truth:
         calibrate.ground_truth_grid(task, out, n=n, seed=seed, profile=profile)
     else:

@@ -75,7 +75,9 @@ def lora_parameters(unet) -> list[torch.nn.Parameter]:
 
 def save_lora(unet, directory: str | Path) -> Path:
     """Write the LoRA weights in the diffusers format to ``directory`` and return the file path."""
-    from diffusers import StableDiffusionPipeline
+    # the LoRA mixin, not StableDiffusionPipeline: importing the pipeline class imports every image processor,
+    # whose transformers warnings ("requires torchvision") break the progress bar's line
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
@@ -83,7 +85,7 @@ def save_lora(unet, directory: str | Path) -> Path:
         raise HerobenchError("the UNet has no LoRA adapter to save")
     state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name=ADAPTER))
     state = {k: v.detach().contiguous() for k, v in state.items()}
-    StableDiffusionPipeline.save_lora_weights(
+    StableDiffusionLoraLoaderMixin.save_lora_weights(
         save_directory=str(directory),
         unet_lora_layers=state,
         weight_name=WEIGHT_NAME,
@@ -100,7 +102,9 @@ def load_lora(unet, directory: str | Path) -> None:
     place, so an optimizer holding its parameters stays valid; otherwise the adapter is created from
     the saved config. Raises ``HerobenchError`` when the file is missing or does not fit.
     """
-    from diffusers import StableDiffusionPipeline
+    # the LoRA mixin, not StableDiffusionPipeline: importing the pipeline class imports every image processor,
+    # whose transformers warnings ("requires torchvision") break the progress bar's line
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin
     from diffusers.utils import convert_unet_state_dict_to_peft
     from peft.utils import set_peft_model_state_dict
 
@@ -120,7 +124,7 @@ def load_lora(unet, directory: str | Path) -> None:
             p.requires_grad_(True)
         return
     try:
-        state = StableDiffusionPipeline.lora_state_dict(str(directory), weight_name=WEIGHT_NAME)[0]
+        state = StableDiffusionLoraLoaderMixin.lora_state_dict(str(directory), weight_name=WEIGHT_NAME)[0]
     except Exception as e:
         raise HerobenchError(f"cannot read LoRA weights {path}: {type(e).__name__}: {e}") from None
     state = convert_unet_state_dict_to_peft(

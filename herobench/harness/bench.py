@@ -132,7 +132,13 @@ def load_grid(path: str | Path, overrides: Sequence[str] = ()) -> GridSpec:
         ConfigError: unknown keys (named), ``task``/``method``/``seed`` in ``[settings]`` or in an
             override, or a malformed file.
     """
-    data = load_toml(path)
+    return grid_from_dict(load_toml(path), overrides)
+
+
+def grid_from_dict(data: dict[str, Any], overrides: Sequence[str] = ()) -> GridSpec:
+    """A grid from its parsed TOML tables (``herobench compare`` builds one in memory); see
+    :func:`load_grid` for ``overrides`` and the errors."""
+    data = dict(data)
     for assignment in overrides:
         key = assignment.partition("=")[0].strip()
         if key in GRID_AXES:
@@ -493,23 +499,48 @@ def bench(grid_path: str | Path, out: str | Path, jobs: int = 1, overrides: Sequ
     out = Path(out)
     every = plan(spec, out, seeds)
     rows = shard_of(every, shard)
-    g = spec.grid
-    n_seeds = len(seeds) if seeds is not None else len(g.seeds)
-    counts = {k: sum(1 for _, st, _ in rows if st == k) for k in ("new", "partial", "done")}
+    n_seeds = len(seeds) if seeds is not None else len(spec.grid.seeds)
     part = f"shard {shard[0]}/{shard[1]}: {len(rows)} of {len(every)}" if shard else f"{len(rows)}"
-    echo(f"grid {grid_path}: {len(g.tasks)} tasks x {len(g.methods)} methods x {n_seeds} seeds = "
-         f"{part} cells -> {out}  ({counts['new']} new, {counts['partial']} partial, {counts['done']} done; "
-         f"{sum(n for *_, n in rows)} labels in all)")
+    echo(plan_line(f"grid {grid_path}", spec, rows, out, n_seeds, part))
     if dry_run:
         for cell, status, labels in rows:
             echo(f"  {cell.name:<34} {status:<8} labels {labels}")
         return []
+    results, _ = run_planned(spec, rows, out, {"grid": str(grid_path), "overrides": list(overrides)},
+                             every=[c for c, _, _ in every], jobs=jobs, report=report, gpus=gpus, echo=echo,
+                             executor=executor, log_with=log_with)
+    return results
+
+
+def plan_line(what: str, spec: GridSpec, rows: Sequence[tuple[Cell, str, int]], out: str | Path,
+              n_seeds: int, part: str | None = None) -> str:
+    """``grid X: 1 tasks x 3 methods x 2 seeds = 6 cells -> OUT  (6 new, ...; N labels in all)``;
+    ``part`` replaces the cell count (a shard: ``"shard 1/2: 3 of 6"``)."""
+    g = spec.grid
+    counts = {k: sum(1 for _, st, _ in rows if st == k) for k in ("new", "partial", "done")}
+    return (f"{what}: {len(g.tasks)} tasks x {len(g.methods)} methods x {n_seeds} seeds = "
+            f"{part or len(rows)} cells -> {out}  ({counts['new']} new, {counts['partial']} partial, "
+            f"{counts['done']} done; {sum(n for *_, n in rows)} labels in all)")
+
+
+def run_planned(spec: GridSpec, rows: Sequence[tuple[Cell, str, int]], out: str | Path, source: dict[str, Any],
+                every: Sequence[Cell] | None = None, jobs: int = 1, report: bool = True, gpus: Sequence[str] = (),
+                echo: Callable[[str], None] = print, executor=None,
+                log_with: Sequence[str] = ()) -> tuple[list[CellResult], dict[str, Path]]:
+    """Run the :func:`plan`'s ``rows`` (one progress line each), then merge every finished cell of the
+    grid (``every``, default the rows' cells) into ``OUT/report``. ``source`` (e.g. the grid file and its
+    overrides) goes into ``OUT/bench.json``; the other arguments are :func:`bench`'s.
+
+    Returns:
+        (one result per row in grid order, the report's name -> path; empty without a report)."""
+    out = Path(out)
+    every = list(every) if every is not None else [c for c, _, _ in rows]
     check_models([c for c, _, _ in rows])
     if log_with:
         from herobench.harness.tracking import check_trackers
 
         check_trackers(log_with)  # a missing package is one error here, not one failed cell each
-    _write_bench_json(out, grid_path, overrides, spec, [c for c, _, _ in every])
+    _write_bench_json(out, source, spec, every)
     total = len(rows)
     finished = 0
 
@@ -521,41 +552,42 @@ def bench(grid_path: str | Path, out: str | Path, jobs: int = 1, overrides: Sequ
     results = run_cells([c for c, _, _ in rows], out, jobs, progress, gpus=gpus, executor=executor,
                         log_with=log_with)
     failed = [r for r in results if r.status == "failed"]
-    if report:
-        _merged_report(out, [c for c, _, _ in every], spec, echo)
+    written = _merged_report(out, every, spec, echo) if report else {}
     claimed = [r for r in results if r.status == "claimed"]
     if claimed:
         echo(f"{len(claimed)} cell(s) were running in another process; rerun later to pick up any it left")
     if failed:
         echo(f"{len(failed)} cell(s) failed (tracebacks in {out / 'failed'}); rerun the same command to retry them")
-    return results
+    return results, written
 
 
-def _write_bench_json(out: Path, grid_path, overrides, spec: GridSpec, every: Sequence[Cell]) -> None:
+def _write_bench_json(out: Path, source: dict[str, Any], spec: GridSpec, every: Sequence[Cell]) -> None:
     """``<out>/bench.json``: the grid this folder holds (under a lock: several processes share ``out``)."""
     from herobench.harness.claims import exclusive
     from herobench.harness.runlog import write_text_atomic
 
     out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"grid": str(grid_path), "overrides": list(overrides), "spec": to_dict(spec),
-                       "cells": [c.name for c in every]}, indent=2)
+    text = json.dumps({**source, "spec": to_dict(spec), "cells": [c.name for c in every]}, indent=2)
     with exclusive(out, "_grid"):
         write_text_atomic(out / "bench.json", text)
 
 
-def _merged_report(out: Path, every: Sequence[Cell], spec: GridSpec, echo) -> None:
+def _merged_report(out: Path, every: Sequence[Cell], spec: GridSpec, echo) -> dict[str, Path]:
     """The report of every cell of the grid finished so far, whoever ran it (another process, shard or
-    machine sharing ``out``): the last process to finish writes the whole grid's report."""
+    machine sharing ``out``): the last process to finish writes the whole grid's report. Returns its
+    files (name -> path; none when no cell has finished)."""
     from herobench.harness.claims import exclusive
     from herobench.harness.report import write_report
 
     ok = [str(out / c.name) for c in every if (out / c.name / "summary.json").is_file()]
     if not ok:
-        return
+        return {}
     with exclusive(out, "_grid"):
         written = write_report(ok, out / "report", targets=spec.report.targets)
     echo(f"report: {len(ok)} cells -> {out / 'report'} ({', '.join(sorted(written))})")
+    return written
 
 
-__all__ = ["GridSpec", "Cell", "CellResult", "load_grid", "cells", "cell_status", "run_cell", "run_cells",
-           "plan", "bench", "describe", "parse_shard", "shard_of", "pin_threads"]
+__all__ = ["GridSpec", "Cell", "CellResult", "load_grid", "grid_from_dict", "cells", "cell_status", "run_cell",
+           "run_cells", "plan", "plan_line", "run_planned", "bench", "describe", "parse_shard", "shard_of",
+           "pin_threads"]

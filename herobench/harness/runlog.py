@@ -9,6 +9,7 @@ Layout of a run folder::
     train.jsonl        one line of training statistics per iteration (append-only)
     summary.json       written at the end (atomically)
     checkpoints/latest/        the last checkpoint (format owned by the runner)
+    report/            the run's own curve and tables, drawn by ``herobench run`` at the end (derived)
 
 The folder's name is :func:`run_dir_name`.
 
@@ -311,7 +312,7 @@ def _git(root: Path, *args: str) -> str | None:
     return out.stdout.strip()
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
@@ -350,7 +351,7 @@ def environment_info() -> dict[str, Any]:
         if info["git"] is not None:
             status = _git(root, "status", "--porcelain", "--untracked-files=no")
             info["git_dirty"] = bool(status) if status is not None else None
-    info["cpu"] = _cpu_model()
+    info["cpu"] = cpu_model()
     torch = sys.modules.get("torch")  # only if the caller already imported it (no import cost here)
     if torch is not None:
         # the kernels torch dispatches to (AVX2, AVX512, ...) set float rounding: runs whose reward is

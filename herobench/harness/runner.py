@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from herobench.config import RunSettings, to_dict
 from herobench.core.generator import Generator, SamplerConfig
@@ -38,6 +37,7 @@ from herobench.errors import FileSystemError, HerobenchError, errno_in_text
 from herobench.harness.checkpoint_card import write_card
 from herobench.harness.evaluate import eval_noise, guard_metrics, per_image, summarise
 from herobench.harness.ledger import FeedbackLedger
+from herobench.harness.progress import Progress, eval_points
 from herobench.harness.rater import SimulatedRater
 from herobench.harness.runlog import (
     RunDir,
@@ -115,6 +115,7 @@ class Run:
         self.acc = accelerator
         self.main = accelerator is None or accelerator.is_main_process
         self.progress = progress and self.main
+        self.phases = Progress(self.progress)  # what a person watching sees (stderr)
         self.task: TaskSpec = load_task(settings.task)
         method_factory = METHODS.get(settings.method)
         if settings.oracle:
@@ -146,6 +147,7 @@ class Run:
             # 3e-5 per element on an H200, a third of HERO's PPO clip range (tests/test_core_gpu.py)
             torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         device = settings.device if accelerator is None else accelerator.device
+        self.phases.line(f"loading the model {self.model_dir} ({backend}, on {device})")
         components = load_components(self.model_dir, device=str(device), dtype=dtype)
         self.gen = Generator(components, sampler_for(settings, self.model_dir), device=device, dtype=dtype)
         self.method.setup(self.gen, dict(settings.method_options), settings.seed, accelerator=accelerator)
@@ -168,6 +170,7 @@ class Run:
         self.timings: dict[str, float] = {}
         self.mirror = None  # --log-with trackers (herobench.harness.tracking), attached by prepare
         self.last_eval: dict | None = None  # this process' last "eval" row, for the checkpoint card
+        self.extended_from: int | None = None  # a resume that raised the budget: the recorded one
         if human:  # last: it starts serving the labelling page
             from herobench.harness.human import HumanRater
 
@@ -313,6 +316,8 @@ class Run:
         t0 = time.perf_counter()
         es = self.settings.eval
         sets = {k: v for k, v in self.prompt_sets().items() if only is None or k in only}
+        self.phases.line(f"evaluating at {self.labels_done} labels: {es.n_images} images x {len(sets)} prompt "
+                      f"set{'s' if len(sets) > 1 else ''} ({', '.join(sets)})")
         rows = []
         for name, base_prompts in sets.items():
             prompts = [base_prompts[i % len(base_prompts)] for i in range(es.n_images)]
@@ -340,6 +345,10 @@ class Run:
         if self.main and (self.dir.checkpoints / "latest").is_dir():
             write_card(self, self.dir.checkpoints / "latest")  # the card names this evaluation's success
         self._time("evaluation", t0)
+        self.phases.evaluated(time.perf_counter() - t0)
+        if rows:
+            self.phases.line(f"  at {self.labels_done} labels: success " + ", ".join(
+                f"{r['success_rate']:.3f} ({r['prompt_set']})" for r in rows))
         return rows
 
     def _sample(self, prompts: list[str], noise: torch.Tensor, generator: torch.Generator) -> Rollout:
@@ -362,16 +371,20 @@ class Run:
         t0 = time.perf_counter()
         prompts = self.method.train_prompts(self.task, n)
         groups = self.method.groups(n)
+        self.phases.line(f"iteration {it}: sampling {n} images")
         noise = self.method.init_noise(n, self.gen.latent_shape, _rng(s.seed, it, 1))
         rollout = self._sample(prompts, noise, _rng(s.seed, it, 2))
         self._time("sampling", t0)
 
         t0 = time.perf_counter()
+        rater = "a person" if self.feedback_oracle is None else self.feedback_oracle.name
+        self.phases.line(f"iteration {it}: rating ({rater})")
         # several processes: the main one alone rates and writes the ledger; every process learns
         feedback = _from_main(self._rate(it, rollout, groups) if self.main else None, self.acc)
         self._time("rating", t0)
 
         t0 = time.perf_counter()
+        self.phases.line(f"iteration {it}: learning ({self.method.name}, {feedback.n_labels} labels)")
         stats = self.method.learn(rollout, feedback, _rng(s.seed, it, 4))
         self._time("learning", t0)
         self.iteration = it
@@ -507,14 +520,24 @@ def _remove_new_folder(path: Path, top: Path) -> None:
 
 
 def prepare(settings: RunSettings, out: Path | str = "runs", resume: Path | str | None = None,
-            progress: bool = True, log_with: Sequence[str] = ()) -> Run:
+            progress: bool = True, log_with: Sequence[str] = (), budget: int | None = None) -> Run:
     """Create (or reopen, with ``resume``) a run folder and build the run. Under ``accelerate launch``
     with several processes every process builds the run; the main one alone creates the folder.
 
     The folder is ``<out>/<task name>-<method>-s<seed>`` (:func:`herobench.harness.runlog.run_dir_name`;
     ``-2``, ``-3``, ... when taken). A run that cannot be built leaves no folder behind, nor any parent
-    folder this call created. ``log_with``: trackers mirroring the run's logs (:mod:`herobench.harness.tracking`)."""
-    run = _prepare(settings, out, resume, progress)
+    folder this call created. ``log_with``: trackers mirroring the run's logs (:mod:`herobench.harness.tracking`).
+
+    ``budget`` (with ``resume``): continue the run to this many labels, at least its recorded budget
+    (``run.extended_from`` is then the recorded one, and ``config.json`` records the new one once the
+    run is rebuilt); None keeps the recorded budget.
+
+    Raises:
+        HerobenchError: ``budget`` below the recorded budget (nothing changes), or without ``resume``.
+    """
+    if budget is not None and resume is None:
+        raise HerobenchError("budget= extends a resumed run; a new run takes its budget from its settings")
+    run = _prepare(settings, out, resume, progress, budget)
     if log_with and run.main:
         from herobench.harness.tracking import open_mirror
 
@@ -526,7 +549,8 @@ def prepare(settings: RunSettings, out: Path | str = "runs", resume: Path | str 
     return run
 
 
-def _prepare(settings: RunSettings | None, out: Path | str, resume: Path | str | None, progress: bool) -> Run:
+def _prepare(settings: RunSettings | None, out: Path | str, resume: Path | str | None, progress: bool,
+             budget: int | None) -> Run:
     if resume is not None:
         rd = RunDir(Path(resume))
         if not rd.config_json.exists():
@@ -542,12 +566,19 @@ def _prepare(settings: RunSettings | None, out: Path | str, resume: Path | str |
             raise
         except Exception as e:  # noqa: BLE001
             raise HerobenchError(f"'{resume}' has an unreadable config.json ({type(e).__name__}: {e})") from e
+        recorded = settings.budget_labels
+        settings = _extended(settings, budget, rd.path)
         run = Run(settings, rd, progress, _accelerator(settings.device), resumed=True)
         try:
             run.load_checkpoint()
+            if settings.budget_labels != recorded and run.main:  # recorded only once the run rebuilt
+                saved["settings"]["budget_labels"] = settings.budget_labels
+                saved.setdefault("budget_extensions", []).append({"from": recorded, "to": settings.budget_labels})
+                write_text_atomic(rd.config_json, json.dumps(saved, indent=2, default=str))
         except BaseException:
             run.close()  # a human rater's page is already serving
             raise
+        run.extended_from = recorded if settings.budget_labels != recorded else None
         return run
     acc = _accelerator(settings.device)
     out = Path(out)
@@ -578,6 +609,19 @@ def _prepare(settings: RunSettings | None, out: Path | str, resume: Path | str |
             _remove_new_folder(path, top)
             raise
     return run
+
+
+def _extended(settings: RunSettings, budget: int | None, path: Path) -> RunSettings:
+    """``settings`` with the label budget raised to ``budget`` (None: unchanged).
+
+    Raises:
+        HerobenchError: ``budget`` is below the recorded one (a run's labels cannot be taken back)."""
+    if budget is None or budget == settings.budget_labels:
+        return settings
+    if budget < settings.budget_labels:
+        raise HerobenchError(f"--budget {budget} is below the budget of {settings.budget_labels} labels recorded in "
+                             f"{path}; a resumed run can only be extended (start a new run for a smaller budget)")
+    return dataclasses.replace(settings, budget_labels=budget)
 
 
 def _point_due(run: Run) -> bool:
@@ -645,20 +689,22 @@ def _execute(run: Run) -> dict:
     missing = _from_main(_missing_prompt_sets(run) if run.main else None, run.acc)
     if missing:
         run.evaluate(only=missing)
-    bar = tqdm(total=run.budget, initial=run.labels_done, desc=f"{s.task}/{s.method}",
-               unit="label", disable=not run.progress)
-    while run.method.trains and run.labels_done < run.budget:
-        before = run.labels_done
-        stats = run.step()
-        if run.main:
-            run.log("train", run.dir.train_log, stats)
-        bar.update(run.labels_done - before)
-        t0 = time.perf_counter()
-        run.save_checkpoint(seconds())
-        run._time("io", t0)
-        if run.labels_done // every > before // every or run.labels_done == run.budget:
-            run.evaluate()
-    bar.close()
+    run.phases.start_bar(run.budget if run.method.trains else 0, run.labels_done,
+                         eval_points(run.budget, s.batch_size, every, run.method.trains), f"{s.task}/{s.method}")
+    try:
+        while run.method.trains and run.labels_done < run.budget:
+            before, t_iteration = run.labels_done, time.perf_counter()
+            stats = run.step()
+            if run.main:
+                run.log("train", run.dir.train_log, stats)
+            t0 = time.perf_counter()
+            run.save_checkpoint(seconds())
+            run._time("io", t0)
+            run.phases.iterated(run.labels_done - before, time.perf_counter() - t_iteration)
+            if run.labels_done // every > before // every or run.labels_done == run.budget:
+                run.evaluate()
+    finally:
+        run.phases.close()
     if not run.method.trains:
         run.save_checkpoint(seconds())
     if not run.main:  # the main process writes the summary and hands it to the others
@@ -683,9 +729,10 @@ def _execute(run: Run) -> dict:
 
 
 def run(settings: RunSettings, out: Path | str = "runs", resume: Path | str | None = None,
-        progress: bool = True, log_with: Sequence[str] = ()) -> tuple[Path, dict]:
-    """The Python API behind ``herobench run``: returns (run folder, summary)."""
-    r = prepare(settings, out, resume, progress, log_with)
+        progress: bool = True, log_with: Sequence[str] = (), budget: int | None = None) -> tuple[Path, dict]:
+    """The Python API behind ``herobench run``: returns (run folder, summary). ``budget``: see
+    :func:`prepare`."""
+    r = prepare(settings, out, resume, progress, log_with, budget)
     try:
         return r.dir.path, execute(r)
     finally:
