@@ -102,7 +102,8 @@ def analytic_weights(scheduler, eta: float) -> torch.Tensor:
     return w / w.sum()
 
 
-def anatomy(model: Path | None, task: str, profile: str | None, batches: int, batch_size: int, seed: int) -> dict:
+def anatomy(model: Path | None, task: str, profile: str | None, batches: int, batch_size: int, seed: int,
+            lora_targets: tuple[str, ...] | None = None) -> dict:
     from herobench.paths import glyphworld_model_dir
 
     model_dir = Path(model or glyphworld_model_dir())
@@ -111,7 +112,8 @@ def anatomy(model: Path | None, task: str, profile: str | None, batches: int, ba
     profile = profile or spec.rater_profiles[0]
     oracle = GlyphOracle(task, profile)
     o = HeroOptions()
-    attach_lora(gen, o.lora_rank, o.lr, seed, o.lora_targets)
+    targets = tuple(lora_targets or o.lora_targets)
+    attach_lora(gen, o.lora_rank, o.lr, seed, targets)
     params = [p for p in gen.components.unet.parameters() if p.requires_grad]
     prompts = cycle_prompts(spec.train_prompts, batch_size)
     steps, sfts, good_rates = [], [], []
@@ -140,6 +142,7 @@ def anatomy(model: Path | None, task: str, profile: str | None, batches: int, ba
         "model": str(model_dir),
         "prediction_type": gen.scheduler.config.prediction_type,
         "sampler": {"steps": gen.sampler.steps, "eta": gen.sampler.eta, "guidance_scale": gen.sampler.guidance_scale},
+        "lora_targets": list(targets),
         "batches": batches,
         "batch_size": batch_size,
         "good_rate": sum(good_rates) / len(good_rates),
@@ -172,11 +175,15 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--lora-targets", default=None,
+                    help="comma-separated UNet module-name suffixes for the LoRA (default HERO's attention "
+                         "projections; e.g. add conv1,conv2 to adapt the resnets too)")
     ap.add_argument("--json", action="store_true", help="end with the result as one JSON line")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    r = anatomy(args.model, args.task, args.profile, args.batches, args.batch_size, args.seed)
+    targets = tuple(t for t in args.lora_targets.split(",") if t) if args.lora_targets else None
+    r = anatomy(args.model, args.task, args.profile, args.batches, args.batch_size, args.seed, targets)
     print(f"{r['task']} ({r['prediction_type']}, {r['sampler']['steps']} steps, eta {r['sampler']['eta']}, "
           f"CFG {r['sampler']['guidance_scale']}), {r['batches']} batches of {r['batch_size']}, "
           f"good rate {r['good_rate']:.3f}")
