@@ -143,20 +143,10 @@ def run_cmd(task, method, budget, seed, model, oracle, rater_kind, host, port, c
     show = sys.stderr.isatty() if quiet is None else not quiet
     Progress(show).line("starting: importing torch and diffusers")
     from herobench.harness.runner import execute, prepare
-    from herobench.harness.settings import settings_from_cli
     from herobench.harness.tracking import check_trackers
 
-    if resume is None and not task and config_path is None:
-        raise click.UsageError("give --task (or --config, or --resume RUN_DIR)")
-    settings = None
-    if resume is None:
-        rater_sets = _rater_overrides(rater_kind, host, port, oracle)
-        settings = settings_from_cli(task=task, method=method, budget=budget, seed=seed, model=model,
-                                     oracle=oracle, device=device, config_path=config_path,
-                                     overrides=rater_sets + list(overrides))
-    elif rater_kind or host or port is not None:
-        raise click.UsageError("--rater/--host/--port come from the run folder on --resume "
-                               "(a resumed human run serves on its recorded host and port)")
+    settings = _run_settings(task, method, budget, seed, model, oracle, rater_kind, host, port, config_path,
+                             overrides, device, resume)
     log_with = check_trackers(_split_names(log_with))
     _set_threads(threads, resume)
     if settings is not None:
@@ -176,6 +166,23 @@ def run_cmd(task, method, budget, seed, model, oracle, rater_kind, host, port, c
     if r.main:  # several processes (accelerate launch): the main one alone reports
         click.echo(format_summary(r.dir.path, summary))
         click.echo(closing_summary(r.dir.path, summary))
+
+
+def _run_settings(task, method, budget, seed, model, oracle, rater_kind, host, port, config_path, overrides,
+                  device, resume):
+    """The run's settings from the flags (None on --resume: they come from the run folder)."""
+    from herobench.harness.settings import settings_from_cli
+
+    if resume is None and not task and config_path is None:
+        raise click.UsageError("give --task (or --config, or --resume RUN_DIR)")
+    if resume is not None:
+        if rater_kind or host or port is not None:
+            raise click.UsageError("--rater/--host/--port come from the run folder on --resume "
+                                   "(a resumed human run serves on its recorded host and port)")
+        return None
+    rater_sets = _rater_overrides(rater_kind, host, port, oracle)
+    return settings_from_cli(task=task, method=method, budget=budget, seed=seed, model=model, oracle=oracle,
+                             device=device, config_path=config_path, overrides=rater_sets + list(overrides))
 
 
 def _set_threads(threads: int | None, resume: Path | None) -> None:

@@ -170,24 +170,37 @@ def train_representation(
         Training is skipped -- nothing changes -- without an anchor, without a positive (no good
         image, or the only good image is the new best) or without a negative (every image good).
     """
-    good = torch.as_tensor(good, dtype=torch.bool).cpu()
-    if good.numel() != latents.shape[0]:
-        raise ValueError(f"{good.numel()} labels for {latents.shape[0]} latents")
-    is_pos = good.clone()
-    if best_index is not None:
-        is_pos[best_index] = False
-    pos = torch.nonzero(is_pos).flatten()
-    neg = torch.nonzero(~good).flatten()
+    pos, neg = _positives_negatives(good, latents.shape[0], best_index)
     stats = {"repr_trained": 0.0, "repr_positives": float(len(pos)), "repr_negatives": float(len(neg))}
     if best_latent is None or len(pos) == 0 or len(neg) == 0 or epochs == 0:
         return stats
     if triplets == "sampled" and rng is None:
         raise ValueError("triplets='sampled' needs an rng")
-
     device = next(encoder.parameters()).device
     rows = latents.to(device)[torch.cat([pos, neg]).to(device)]
     x = torch.cat([best_latent.to(device)[None], rows]).to(torch.float32)
-    n_pos, n_neg = len(pos), len(neg)
+    fit = _fit_triplets(encoder, head, optimizer, x, len(pos), len(neg), epochs, margin, triplets, distance, rng,
+                        n_draws=latents.shape[0])  # the official code draws B triplets per epoch
+    return stats | fit | {"repr_trained": 1.0}
+
+
+def _positives_negatives(good, n: int, best_index: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row indices of the positives (good, except the new best, which is the anchor) and negatives."""
+    good = torch.as_tensor(good, dtype=torch.bool).cpu()
+    if good.numel() != n:
+        raise ValueError(f"{good.numel()} labels for {n} latents")
+    is_pos = good.clone()
+    if best_index is not None:
+        is_pos[best_index] = False
+    return torch.nonzero(is_pos).flatten(), torch.nonzero(~good).flatten()
+
+
+def _fit_triplets(encoder, head, optimizer, x: torch.Tensor, n_pos: int, n_neg: int, epochs: int, margin: float,
+                  triplets: TripletSampling, distance: TripletDistance, rng, n_draws: int) -> dict[str, float]:
+    """``epochs`` optimizer steps on ``x`` = [anchor, positives…, negatives…]; the first epoch's loss and the
+    all-pairs loss after the last step."""
+    device = x.device
+    stats = {}
 
     def loss_on(z: torch.Tensor, pi: torch.Tensor, ni: torch.Tensor) -> torch.Tensor:
         anchor, p, n = z[:1], z[1 : 1 + n_pos], z[1 + n_pos :]
@@ -196,7 +209,7 @@ def train_representation(
     encoder.train()
     head.train()
     for epoch in range(epochs):
-        pi, ni = triplet_indices(n_pos, n_neg, triplets, latents.shape[0], rng)
+        pi, ni = triplet_indices(n_pos, n_neg, triplets, n_draws, rng)
         loss = loss_on(head(encoder(x)), pi, ni)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -209,7 +222,6 @@ def train_representation(
         stats["repr_loss_end"] = float(
             loss_on(head(encoder(x)), *triplet_indices(n_pos, n_neg, "all_pairs", 0, None))
         )
-    stats["repr_trained"] = 1.0
     return stats
 
 
