@@ -35,7 +35,7 @@ def child(batch: int, repeat: int) -> dict:
     from herobench.core.losses import normalize_advantages
     from herobench.core.pipeline import load_components
     from herobench.core.policy_gradient import PGConfig, make_optimizer, ppo_update
-    from herobench.harness.runner import sampler_for
+    from herobench.harness.run_build import sampler_for
     from herobench.paths import glyphworld_model_dir
 
     model = glyphworld_model_dir()

@@ -15,7 +15,7 @@ Every unknown key is rejected with its full dotted name and the allowed keys; ty
 are never taken for a number; TOML arrays become tuples). Every numeric setting declares its range in its
 field's metadata (``field(metadata=in_range(lo, hi))``), checked by :func:`check_ranges` when the
 dataclass is built, so ``sampler.steps=100000`` or ``seed=-1`` is one line naming the key and its range. The generic helpers (:func:`from_dict`, :func:`to_dict`, :func:`apply_overrides`,
-:func:`load_toml`, :func:`dumps_toml`) work for any frozen dataclass, so methods use them for their options.
+:func:`load_toml`) work for any frozen dataclass, so methods use them for their options.
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import json
 import math
-import re
 import tomllib
 import types
 import typing
@@ -217,14 +215,6 @@ def check_partial(cls: type, data: Mapping[str, Any], where: str = "") -> None:
             message = _range_message(dotted, converted, lo, hi)
             if message:
                 raise ConfigError(message)
-
-
-def load_run_settings(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunSettings:
-    """Read a run config (optional) and apply ``--set`` overrides; the one entry point for the CLI."""
-    data = load_toml(path) if path is not None else {}
-    if path is not None:
-        check_config_file(data, path)
-    return from_dict(RunSettings, apply_overrides(data, list(overrides), RunSettings))
 
 
 def check_config_file(data: Mapping[str, Any], path: str | Path) -> None:
@@ -492,55 +482,3 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"cannot parse {path}: {str(e).split(':')[0].lower()}") from None
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
-
-
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else _toml_str(key)
-
-
-def _toml_str(s: str) -> str:
-    # JSON string escapes are valid TOML basic-string escapes; TOML also forbids a raw DEL
-    return json.dumps(s, ensure_ascii=False).replace("\x7f", "\\u007f")
-
-
-def _toml_value(v: Any, key: str) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return {"inf": "inf", "-inf": "-inf", "nan": "nan"}.get(repr(v), repr(v))
-    if isinstance(v, str):
-        return _toml_str(v)
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml_value(x, key) for x in v) + "]"
-    if isinstance(v, Mapping):
-        return "{" + ", ".join(f"{_toml_key(str(k))} = {_toml_value(x, key)}" for k, x in v.items()) + "}"
-    raise ValueError(f"cannot write {_describe(v)} at '{key}' as TOML")
-
-
-def dumps_toml(data: Mapping[str, Any]) -> str:
-    """Write nested plain data (as from :func:`to_dict`) as TOML that :func:`load_toml` reads back.
-
-    Sub-tables become ``[a.b]`` sections. TOML has no null: a key whose value is ``None`` is left out
-    (reading it back gives the field's default, which is exact for fields that default to ``None``);
-    ``None`` inside an array is rejected."""
-    lines: list[str] = []
-
-    def emit(table: Mapping[str, Any], prefix: str) -> None:
-        scalars = {k: v for k, v in table.items() if not isinstance(v, Mapping) and v is not None}
-        tables = {k: v for k, v in table.items() if isinstance(v, Mapping)}
-        if prefix and (scalars or not tables):
-            lines.append(f"[{prefix}]")
-        for k, v in scalars.items():
-            lines.append(f"{_toml_key(str(k))} = {_toml_value(v, _dotted(prefix, str(k)))}")
-        if scalars or (prefix and not tables):
-            lines.append("")
-        for k, v in tables.items():
-            emit(v, _dotted(prefix, _toml_key(str(k))))
-
-    emit(data, "")
-    return "\n".join(lines).rstrip("\n") + "\n"

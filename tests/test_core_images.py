@@ -5,9 +5,8 @@ import hashlib
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from herobench.core.images import from_uint8, save_grid, sha256_of_image, to_pil, to_uint8
+from herobench.core.images import from_uint8, sha256_of_image, to_pil, to_uint8
 
 
 def test_uint8_round_trip_is_exact():
@@ -28,16 +27,12 @@ def test_to_uint8_rounds_and_clamps():
         from_uint8(np.zeros((1, 2, 2, 3), dtype=np.float32))
 
 
-def test_save_grid_layout(tmp_path):
+def test_to_pil_gives_one_image_per_row():
     imgs = torch.zeros(5, 3, 4, 6)
     imgs[4, 0] = 1.0  # last image red
-    path = save_grid(imgs, tmp_path / "sub" / "grid.png", cols=2, pad=1)
-    grid = np.asarray(Image.open(path))
-    assert grid.shape == (3 * (4 + 1) + 1, 2 * (6 + 1) + 1, 3)
-    assert grid[0, 0].tolist() == [255, 255, 255]  # padding
-    assert grid[1, 1].tolist() == [0, 0, 0]  # first image
-    assert grid[1 + 2 * 5, 1].tolist() == [255, 0, 0]  # fifth image: row 2, col 0
-    assert len(to_pil(imgs)) == 5
+    pils = to_pil(imgs)
+    assert len(pils) == 5 and pils[0].size == (6, 4)  # PIL sizes are (width, height)
+    assert np.asarray(pils[4])[0, 0].tolist() == [255, 0, 0] and np.asarray(pils[0])[0, 0].tolist() == [0, 0, 0]
 
 
 def test_sha256_is_of_the_uint8_bytes():

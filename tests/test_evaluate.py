@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from herobench.harness.evaluate import cycle_prompts, eval_noise, summarise
+from herobench.harness.evaluate import eval_noise, summarise
 from herobench.stats import wilson_interval
 from herobench.types import Verdict
 
@@ -60,9 +60,3 @@ def test_summarise():
     assert (s["lo"], s["hi"]) == wilson_interval(2, 4)
     with pytest.raises(ValueError):
         summarise([])
-
-
-def test_cycle_prompts():
-    assert cycle_prompts(["a", "b"], 5) == ["a", "b", "a", "b", "a"]
-    with pytest.raises(ValueError):
-        cycle_prompts([], 3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from fixtures_sd import tiny_sd_fixture  # noqa: F401 (pytest fixture)
@@ -131,7 +132,7 @@ def test_hero_anchor_stays_put_when_no_new_image_is_strictly_better(tiny_sd_dir)
     gen = Generator(load_components(tiny_sd_dir), SamplerConfig(steps=3))
     hero = HeroMethod()
     hero.setup(gen, {"encoder_epochs": 2, "n_train_timesteps": 1}, seed=0)
-    rater = SimulatedRater(seed=0)
+    rater = SimulatedRater()
     prompts = ["1 hand"] * 4
     labels = [(True, False, True, True), (True, True, False, True), (False, True, True, True)]
     anchors = []
@@ -142,7 +143,7 @@ def test_hero_anchor_stays_put_when_no_new_image_is_strictly_better(tiny_sd_dir)
             for row in noise[:2]:
                 assert torch.corrcoef(torch.stack([row.flatten(), anchors[0][1].flatten()]))[0, 1] > 0.95
         rollout = gen.sample(prompts, init_noise=noise, generator=rng)
-        fb = rater.rate(_verdicts(good), "hero", rng=rater.rng_for(it))  # the rater keeps its best's score
+        fb = rater.rate(_verdicts(good), "hero", rng=np.random.default_rng([0, it]))  # the rater keeps its best's score
         stats = hero.learn(rollout, fb, torch.Generator().manual_seed(10 + it))
         anchors.append((hero.state.best_latent.clone(), hero.state.best_noise.clone()))
         assert stats["best_updated"] == float(it == 0)

@@ -77,7 +77,7 @@ def test_lines_are_fsynced_before_record_returns(tmp_path, monkeypatch):
     assert seen[0].count("\n") == 3 and '"kind": "iteration"' in seen[0]
     # a fresh reader (a new process after a crash) sees everything record() acknowledged
     again = FeedbackLedger.open(path, 10)
-    assert again.entries_for(0) == entries([1, 0])
+    assert list(again.get(0).entries) == entries([1, 0])
 
 
 def test_resume_replays_entries_and_feedback(tmp_path):
@@ -87,14 +87,14 @@ def test_resume_replays_entries_and_feedback(tmp_path):
     led.record(4, entries([0, 1], it=4), best=1)
     again = FeedbackLedger.open(path, 100)
     assert (again.spent, again.n_best_picks, again.n_pairs, again.iterations) == (5, 2, 2, [3, 4])
-    assert again.entries_for(3) == entries([1, 0, 1]) and again.entries_for(5) is None
-    assert again.feedback_for(3) == Feedback(
+    assert list(again.get(3).entries) == entries([1, 0, 1]) and again.get(5) is None
+    assert again.get(3).feedback() == Feedback(
         good=(True, False, True), best=0, pairs=((0, 1), (2, 1)), scores=(1.0, 0.0, 1.0)
     )
-    assert again.feedback_for(4) == Feedback(good=(False, True), best=1)
+    assert again.get(4).feedback() == Feedback(good=(False, True), best=1)
     assert again.recovered is None
-    again.entries_for(3)[0]["good"] = "mutated"  # callers get copies
-    assert again.entries_for(3)[0]["good"] is True
+    again.get(3).entries[0]["good"] = "mutated"  # callers get copies
+    assert again.get(3).entries[0]["good"] is True
     with pytest.raises(ValueError, match="not after the last recorded iteration 4"):
         again.record(4, entries([1]))
     again.record(5, entries([1]))
@@ -123,7 +123,7 @@ def test_truncated_last_line_is_dropped_without_losing_earlier_lines(tmp_path, c
     with caplog.at_level(logging.WARNING):
         again = FeedbackLedger.open(path, 100)
     assert again.recovered and "uncommitted" in again.recovered and "uncommitted" in caplog.text
-    assert again.iterations == [0] and again.spent == 2 and again.entries_for(1) is None
+    assert again.iterations == [0] and again.spent == 2 and again.get(1) is None
     assert path.read_bytes() == committed  # earlier lines intact, the torn tail removed
     torn = path.with_name("labels.jsonl.torn").read_bytes()
     assert committed + torn.rstrip(b"\n") == full[:-cut]  # nothing silently destroyed
@@ -218,14 +218,9 @@ def test_failed_write_leaves_no_partial_iteration(tmp_path, monkeypatch):
 def test_run_dir_layout(tmp_path):
     rd = RunDir(tmp_path / "run").create()
     assert rd.checkpoints.is_dir() and not rd.is_run()
-    assert [p.name for p in (rd.config_toml, rd.config_json, rd.labels, rd.evals, rd.summary, rd.train_log)] == [
-        "config.toml", "config.json", "labels.jsonl", "evals.jsonl", "summary.json", "train.jsonl",
+    assert [p.name for p in (rd.config_json, rd.labels, rd.evals, rd.summary, rd.train_log)] == [
+        "config.json", "labels.jsonl", "evals.jsonl", "summary.json", "train.jsonl",
     ]  # fmt: skip
-    assert rd.latest_checkpoint() is None
-    for it in (2, 10, 9):
-        rd.checkpoint_dir(it).mkdir()
-    (rd.checkpoints / "latest.tmp").mkdir()
-    assert rd.latest_checkpoint() == rd.checkpoints / "iter-000010"
     runlog.write_json_atomic(rd.config_json, {"settings": {"task": "hand"}})
     assert rd.is_run() and json.loads(rd.config_json.read_text())["settings"]["task"] == "hand"
 

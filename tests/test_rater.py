@@ -3,10 +3,14 @@ import math
 import numpy as np
 import pytest
 
-from herobench.config import RaterSettings
 from herobench.errors import ConfigError
 from herobench.harness.rater import SimulatedRater, check_best
 from herobench.types import Feedback, Rater, Verdict, make_feedback
+
+
+def rng_for(seed: int, iteration: int) -> np.random.Generator:
+    """An iteration's own reproducible stream, seeded by (seed, iteration) as the runner seeds each one."""
+    return np.random.default_rng([seed, iteration])
 
 
 def verdicts(successes, scores=None):
@@ -65,41 +69,41 @@ def test_both_raters_satisfy_the_rater_protocol(tmp_path):
 def test_hero_previous_best_stays_on_ties_as_a_person_keeps_it():
     # a pass/fail oracle: every success scores 1.0, and so did the previous best. A person shown the good
     # images beside the current best keeps it (sony/hero user_feedback_interface.py:675-698): never redrawn
-    r = SimulatedRater(seed=4)
+    r = SimulatedRater()
     v = verdicts([1, 0, 1, 1], [1.0, 0.0, 1.0, 1.0])
-    assert all(rate_after(r, 1.0, v, r.rng_for(i)).best is None for i in range(200))
+    assert all(rate_after(r, 1.0, v, rng_for(4, i)).best is None for i in range(200))
     assert rate_after(r, 1.0, v).best is None  # without an rng too
     # a graded in-class score: a strictly better good image replaces it, the best of the batch
     graded = verdicts([1, 1, 0, 1], [0.8, 0.95, 0.99, 0.9])  # 0.99 is a bad image
-    assert all(rate_after(r, 0.9, graded, r.rng_for(i)).best == 1 for i in range(50))
-    assert all(rate_after(r, 0.95, graded, r.rng_for(i)).best is None for i in range(50))
+    assert all(rate_after(r, 0.9, graded, rng_for(4, i)).best == 1 for i in range(50))
+    assert all(rate_after(r, 0.95, graded, rng_for(4, i)).best is None for i in range(50))
 
 
 def test_hero_first_pick_draws_uniformly_among_tied_good_images():
-    r = SimulatedRater(seed=4)
+    r = SimulatedRater()
     v = verdicts([1, 0, 1, 1], [1.0, 0.0, 1.0, 1.0])
     n = 3000
-    picks = [rate_after(r, None, v, r.rng_for(i)).best for i in range(n)]  # no previous best
+    picks = [rate_after(r, None, v, rng_for(4, i)).best for i in range(n)]  # no previous best
     for outcome in (0, 2, 3):  # three tied good images, each a third of the time
         share = sum(p == outcome for p in picks) / n
         assert abs(share - 1 / 3) < 4 * math.sqrt((1 / 3) * (2 / 3) / n), (outcome, share)
     assert None not in picks and 1 not in picks  # the first pick is due; a bad image is never the best
-    assert [rate_after(r, None, v, r.rng_for(i)).best for i in range(50)] == picks[:50]  # seeded per iteration
+    assert [rate_after(r, None, v, rng_for(4, i)).best for i in range(50)] == picks[:50]  # seeded per iteration
     # a new best strictly above the previous one, tied with another good image: drawn between the two
     tied = verdicts([1, 1, 1], [0.7, 0.9, 0.9])
-    picks = {rate_after(r, 0.8, tied, r.rng_for(i)).best for i in range(100)}
+    picks = {rate_after(r, 0.8, tied, rng_for(4, i)).best for i in range(100)}
     assert picks == {1, 2}
 
 
 def test_best_anchor_stays_put_across_iterations_without_a_strictly_better_image():
     # the rater keeps the best's score itself from one iteration to the next (types.Rater)
-    r = SimulatedRater(seed=0)
+    r = SimulatedRater()
     rng = np.random.default_rng(0)
     anchors = []
     for it in range(12):
         good = rng.random(16) < 0.5
         good[it] = True  # at least one success each batch
-        fb = r.rate(verdicts(good, [1.0 if g else 0.0 for g in good]), "hero", rng=r.rng_for(it))
+        fb = r.rate(verdicts(good, [1.0 if g else 0.0 for g in good]), "hero", rng=rng_for(0, it))
         if fb.best is not None:
             anchors.append((it, fb.best))
     assert len(anchors) == 1 and anchors[0][0] == 0  # picked once, on the first batch, then kept
@@ -144,35 +148,35 @@ def test_hero_edge_cases_no_good_and_all_good():
 
 
 def test_flip_rate_statistics_match_the_setting():
-    rater = SimulatedRater(flip_rate=0.2, seed=7)
+    rater = SimulatedRater(flip_rate=0.2)
     truth = np.arange(200) % 3 == 0
     v = verdicts(truth)
     flips = 0
     n_iter = 100
     for it in range(n_iter):
-        fb = rater.rate(v, "hero", rng=rater.rng_for(it))
+        fb = rater.rate(v, "hero", rng=rng_for(7, it))
         flips += int((np.array(fb.good) != truth).sum())
     n = n_iter * len(truth)
     rate = flips / n
     assert abs(rate - 0.2) < 4 * math.sqrt(0.2 * 0.8 / n), rate  # ~0.011
     # both directions are flipped: good->bad and bad->good
-    fb = rater.rate(v, "hero", rng=rater.rng_for(0))
+    fb = rater.rate(v, "hero", rng=rng_for(7, 0))
     good = np.array(fb.good)
     assert (good & ~truth).any() and (~good & truth).any()
 
 
 def test_randomness_is_reproducible_and_independent_per_iteration():
-    rater = SimulatedRater(flip_rate=0.3, best_noise=0.2, seed=1)
+    rater = SimulatedRater(flip_rate=0.3, best_noise=0.2)
     v = verdicts(np.arange(64) % 2 == 0, np.linspace(0, 1, 64))
-    a = rater.rate(v, "hero", rng=rater.rng_for(5))
-    assert a == rate_after(rater, None, v, rater.rng_for(5))  # (the same first pick, not against a)
-    assert a == SimulatedRater(flip_rate=0.3, best_noise=0.2, seed=1).rate(
+    a = rater.rate(v, "hero", rng=rng_for(1, 5))
+    assert a == rate_after(rater, None, v, rng_for(1, 5))  # (the same first pick, not against a)
+    assert a == SimulatedRater(flip_rate=0.3, best_noise=0.2).rate(
         v, "hero", rng=np.random.default_rng([1, 5])
     )
-    assert a.good != rate_after(rater, None, v, rater.rng_for(6)).good
+    assert a.good != rate_after(rater, None, v, rng_for(1, 6)).good
     assert (
         a.good
-        != SimulatedRater(flip_rate=0.3, seed=2).rate(v, "hero", rng=SimulatedRater(seed=2).rng_for(5)).good
+        != SimulatedRater(flip_rate=0.3).rate(v, "hero", rng=rng_for(2, 5)).good
     )
     with pytest.raises(ValueError, match="noisy rater needs an rng"):
         rater.rate(v, "hero")
@@ -180,10 +184,10 @@ def test_randomness_is_reproducible_and_independent_per_iteration():
 
 def test_best_noise_statistics():
     # two good images, scores 0.5 and 0.6, noise std 0.1: P(pick the better) = Phi(0.1 / (0.1 * sqrt 2))
-    rater = SimulatedRater(best_noise=0.1, seed=3)
+    rater = SimulatedRater(best_noise=0.1)
     v = verdicts([1, 1], [0.5, 0.6])
     n = 4000
-    picks = [rate_after(rater, None, v, rater.rng_for(i)).best for i in range(n)]  # n first picks
+    picks = [rate_after(rater, None, v, rng_for(3, i)).best for i in range(n)]  # n first picks
     p = sum(b == 1 for b in picks) / n
     expected = 0.5 * (1 + math.erf((0.1 / (0.1 * math.sqrt(2))) / math.sqrt(2)))  # 0.760
     assert abs(p - expected) < 4 * math.sqrt(expected * (1 - expected) / n), p
@@ -201,11 +205,11 @@ def test_d3po_pairs_only_within_groups():
 
 
 def test_d3po_random_batches_pair_every_good_bad_combination_in_group():
-    rater = SimulatedRater(flip_rate=0.25, seed=0)
+    rater = SimulatedRater(flip_rate=0.25)
     rng = np.random.default_rng(0)
     for it in range(20):
         groups = rng.integers(0, 5, 32).tolist()
-        fb = rater.rate(verdicts(rng.random(32) < 0.5), "d3po", groups=groups, rng=rater.rng_for(it))
+        fb = rater.rate(verdicts(rng.random(32) < 0.5), "d3po", groups=groups, rng=rng_for(0, it))
         expected = {
             (w, b)
             for w in range(32)
@@ -258,8 +262,3 @@ def test_profiles():
     assert SimulatedRater("green").rate(verdicts([1, 0], [0.4, 0.9]), "hero") == Feedback(
         good=(True, False), best=0
     )
-
-
-def test_from_settings():
-    r = SimulatedRater.from_settings(RaterSettings(profile="green", flip_rate=0.1, best_noise=0.05), seed=4)
-    assert (r.profile, r.flip_rate, r.best_noise, r.seed) == ("green", 0.1, 0.05, 4)

@@ -149,8 +149,8 @@ def tiny_bright_world(tmp_path_factory) -> tuple[Path, float]:
     the median brightness of its held-out evaluation images (success rate ≈ 0.5 before training)."""
     from herobench.core.generator import Generator, SamplerConfig
     from herobench.core.pipeline import load_components
+    from herobench.harness.eval_loop import EVAL_SEED_OFFSET
     from herobench.harness.evaluate import eval_noise
-    from herobench.harness.runner import EVAL_SEED_OFFSET
 
     path = build_tiny_sd(tmp_path_factory.mktemp("tinybright"), prediction_type="v_prediction", seed=3)
     (path / "herobench.json").write_text(json.dumps({"backend": "tiny-test", "sampler": {"steps": 3}}))

@@ -17,7 +17,7 @@ from human_client import tiny_world_dir
 from herobench.cli import main
 from herobench.config import RunSettings, from_dict
 from herobench.errors import FileSystemError, os_error_message
-from herobench.harness import runner
+from herobench.harness import checkpoint, runner
 from herobench.harness.bench import Cell
 from herobench.harness.runlog import append_jsonl, read_jsonl, run_dir_name, write_text_atomic
 from herobench.harness.runner import execute, prepare, run
@@ -135,9 +135,9 @@ def test_out_that_is_a_file_is_one_line(world, finished, tmp_path):
 def test_wrapped_library_errors_of_a_full_disk_are_worded_too(tmp_path):
     where = tmp_path / "checkpoints" / "latest.tmp"
     safetensors_like = RuntimeError("Error while serializing: IoError(No space left on device (os error 28))")
-    assert str(runner._file_system_error(safetensors_like, where)) == f"{where}: no space left on device"
-    assert runner._file_system_error(RuntimeError("a bug"), where) is None
-    assert runner._file_system_error(KeyboardInterrupt(), where) is None
+    assert str(checkpoint._file_system_error(safetensors_like, where)) == f"{where}: no space left on device"
+    assert checkpoint._file_system_error(RuntimeError("a bug"), where) is None
+    assert checkpoint._file_system_error(KeyboardInterrupt(), where) is None
 
 
 def _labels(path: Path) -> list[dict]:
@@ -177,7 +177,7 @@ def test_a_full_disk_while_logging_keeps_every_label_and_resumes(world, referenc
 
 
 def test_a_full_disk_inside_a_checkpoint_removes_the_half_written_one(world, reference, tmp_path, monkeypatch):
-    real_save_lora, calls = runner.save_lora, []
+    real_save_lora, calls = checkpoint.save_lora, []
 
     def save_lora_then_fill_the_disk(unet, directory):
         out = real_save_lora(unet, directory)
@@ -186,7 +186,7 @@ def test_a_full_disk_inside_a_checkpoint_removes_the_half_written_one(world, ref
             os.symlink("/dev/full", Path(directory).parent / "method.pt")
         return out
 
-    monkeypatch.setattr(runner, "save_lora", save_lora_then_fill_the_disk)
+    monkeypatch.setattr(checkpoint, "save_lora", save_lora_then_fill_the_disk)
     r = prepare(settings(world), out=tmp_path, progress=False)
     path = r.dir.path
     with pytest.raises(OSError) as caught:

@@ -12,8 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from herobench.cli import main
-from herobench.config import RunSettings, from_dict, load_run_settings, numeric_settings
+from herobench.config import RunSettings, from_dict, numeric_settings
 from herobench.errors import ConfigError
+from herobench.harness.settings import settings_from_cli
 
 BASE = {"task": "hand", "method": "hero", "budget_labels": 8}
 SETTINGS = numeric_settings(RunSettings)
@@ -77,7 +78,7 @@ def test_a_value_is_taken_exactly_when_it_is_inside_the_range(key):
                 if how == "table":
                     s = from_dict(RunSettings, _nested(key, value))
                 else:
-                    s = load_run_settings(None, [f"{k}={_literal(v)}" for k, v in BASE.items()] +
+                    s = settings_from_cli(overrides=[f"{k}={_literal(v)}" for k, v in BASE.items()] +
                                           [f"{key}={_literal(value)}"])
             except ConfigError as e:
                 message = str(e)
@@ -137,5 +138,5 @@ def test_a_huge_integer_in_a_config_file_is_one_line(tmp_path):
     cfg = tmp_path / "run.toml"
     cfg.write_text('task = "hand"\nmethod = "pretrained"\nseed = ' + "9" * 5000 + "\n")
     with pytest.raises(ConfigError, match=r"cannot parse .*run.toml: exceeds the limit") as e:
-        load_run_settings(cfg)
+        settings_from_cli(config_path=cfg)
     assert len(str(e.value)) < 200

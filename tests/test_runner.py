@@ -49,6 +49,9 @@ def test_pretrained_budget_zero_writes_complete_run_folder(tiny_world, tmp_path)
     evals = read_jsonl(path / "evals.jsonl")
     assert [e["labels"] for e in evals] == [0] and evals[0]["n"] == 8
     assert summary["labels"] == 0 and (path / "summary.json").exists()
+    from herobench.harness import runlog  # its docstring is the layout's documentation: every entry named
+
+    assert {p.name for p in path.iterdir()} <= set(runlog.__doc__.replace("/", " ").split())
 
 
 def test_evaluation_records_successes_per_prompt(tiny_world, tmp_path):
@@ -67,7 +70,7 @@ def test_evaluation_records_successes_per_prompt(tiny_world, tmp_path):
 
 
 def test_per_prompt_counts_follow_each_verdict():
-    from herobench.harness.runner import _per_prompt_counts
+    from herobench.harness.eval_loop import _per_prompt_counts
     from herobench.types import Verdict
 
     verdicts = [Verdict(True, 1.0, "ok"), Verdict(False, 0.0, "no", readable=False), Verdict(True, 1.0, "ok"),

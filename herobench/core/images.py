@@ -1,4 +1,4 @@
-"""The one place that converts images between float tensors, uint8 arrays, PIL and PNG files.
+"""The one place that converts images between float tensors, uint8 arrays and PIL images, and hashes them.
 
 Everywhere else images are ``float32`` tensors ``B×3×H×W`` in ``[0, 1]``.
 """
@@ -6,8 +6,6 @@ Everywhere else images are ``float32`` tensors ``B×3×H×W`` in ``[0, 1]``.
 from __future__ import annotations
 
 import hashlib
-import math
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,25 +34,6 @@ def to_pil(images: torch.Tensor) -> list:
     from PIL import Image
 
     return [Image.fromarray(a) for a in to_uint8(images)]
-
-
-def save_grid(images: torch.Tensor, path: str | Path, cols: int = 8, pad: int = 2) -> Path:
-    """Save ``B×3×H×W`` images as one PNG grid (``cols`` per row, white padding) and return the path."""
-    from PIL import Image
-
-    arr = to_uint8(images)
-    n, h, w, _ = arr.shape
-    cols = max(1, min(cols, n))
-    rows = math.ceil(n / cols)
-    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, dtype=np.uint8)
-    for i, a in enumerate(arr):
-        r, c = divmod(i, cols)
-        y, x = pad + r * (h + pad), pad + c * (w + pad)
-        grid[y : y + h, x : x + w] = a
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(path)
-    return path
 
 
 def sha256_of_image(image: torch.Tensor) -> str:

@@ -154,7 +154,7 @@ def calibrate(cell: Cell, images: int = 8) -> Calibration:
 
     from herobench.core.generator import Generator
     from herobench.core.pipeline import load_components
-    from herobench.harness.runner import sampler_for
+    from herobench.harness.run_build import sampler_for
     from herobench.modelcard import resolve_model
 
     threads = torch.get_num_threads()
@@ -179,8 +179,8 @@ def estimate(rows: Sequence[tuple[Cell, str, int]], out: Path, roots: Sequence[P
              calibration: Calibration | None = None) -> Estimate:
     """Seconds of work the unfinished cells of a :func:`herobench.harness.bench.plan` still need (see
     the module docstring). ``roots``: where finished runs are looked for besides ``out``."""
+    from herobench.harness.run_build import sampler_for
     from herobench.harness.runlog import cpu_model
-    from herobench.harness.runner import sampler_for
     from herobench.methods import METHODS
     from herobench.modelcard import resolve_model
     from herobench.tasks import load_task

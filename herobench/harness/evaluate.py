@@ -33,13 +33,6 @@ def eval_noise(n: int, shape: Sequence[int], seed: int, device: str | torch.devi
     return out.to(device)
 
 
-def cycle_prompts(prompts: Sequence[str], n: int) -> list[str]:
-    """``n`` prompts cycling through ``prompts`` (image ``i`` gets ``prompts[i % len(prompts)]``)."""
-    if not prompts:
-        raise ValueError("no prompts to cycle through")
-    return [prompts[i % len(prompts)] for i in range(n)]
-
-
 def summarise(verdicts: Sequence[Verdict], z: float = 1.96) -> dict[str, float | int]:
     """Success rate with its Wilson interval, and the share of unreadable images.
 

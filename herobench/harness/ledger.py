@@ -28,7 +28,6 @@ from typing import Any
 from herobench.errors import BudgetExceededError, HerobenchError
 from herobench.harness.runlog import append_durably
 from herobench.ledgerfile import RecordedIteration, check_iteration, encode_iteration, parse
-from herobench.types import Feedback
 
 log = logging.getLogger(__name__)
 
@@ -148,17 +147,6 @@ class FeedbackLedger:
         """The committed record of ``iteration`` (a deep copy), or ``None``."""
         rec = self._iterations.get(iteration)
         return copy.deepcopy(rec) if rec is not None else None
-
-    def entries_for(self, iteration: int) -> list[dict[str, Any]] | None:
-        """The label entries recorded for ``iteration`` (as given to :meth:`record`), or ``None`` when
-        that iteration was not recorded. A resumed run replays these instead of asking again."""
-        rec = self.get(iteration)
-        return list(rec.entries) if rec is not None else None
-
-    def feedback_for(self, iteration: int) -> Feedback | None:
-        """The :class:`Feedback` recorded for ``iteration`` (good, best, pairs, scores), or ``None``."""
-        rec = self._iterations.get(iteration)
-        return rec.feedback() if rec is not None else None
 
     # ---------------------------------------------------------------------------------------------
     # writing

@@ -35,7 +35,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from herobench.config import RaterSettings
 from herobench.errors import ConfigError
 from herobench.types import (
     FEEDBACK_PROTOCOLS,
@@ -58,9 +57,7 @@ class SimulatedRater:
 
     PROTOCOLS: tuple[FeedbackProtocol, ...] = FEEDBACK_PROTOCOLS
 
-    def __init__(
-        self, profile: str = DEFAULT_PROFILE, flip_rate: float = 0.0, best_noise: float = 0.0, seed: int = 0
-    ) -> None:
+    def __init__(self, profile: str = DEFAULT_PROFILE, flip_rate: float = 0.0, best_noise: float = 0.0) -> None:
         if not 0.0 <= flip_rate <= 1.0:
             raise ConfigError(f"flip_rate must be in [0, 1] (got {flip_rate})")
         if best_noise < 0.0:
@@ -68,20 +65,11 @@ class SimulatedRater:
         self.profile = profile
         self.flip_rate = float(flip_rate)
         self.best_noise = float(best_noise)
-        self.seed = int(seed)
         self.best_score: float | None = None  # the current best's score (types.Rater): rate() keeps it
-
-    @classmethod
-    def from_settings(cls, settings: RaterSettings, seed: int = 0) -> SimulatedRater:
-        return cls(settings.profile, settings.flip_rate, settings.best_noise, seed)
 
     @property
     def noisy(self) -> bool:
         return self.flip_rate > 0.0 or self.best_noise > 0.0
-
-    def rng_for(self, iteration: int) -> np.random.Generator:
-        """An independent, reproducible stream for one iteration: a resumed run draws the same noise."""
-        return np.random.default_rng([self.seed, int(iteration)])
 
     def judgement(self, verdict: Verdict) -> tuple[bool, float]:
         """``(success, score)`` of one verdict under this rater's profile."""
@@ -111,8 +99,9 @@ class SimulatedRater:
             protocol: one of :attr:`PROTOCOLS`.
             groups: ``B`` initial-noise ids (``"d3po"`` only: pairs are formed within a group).
             rng: randomness for flips, best-pick noise and the draw among good images tied at the top;
-                required when the rater is noisy (use :meth:`rng_for` so that each iteration draws
-                independently and reproducibly); without it a tie goes to the earliest image.
+                required when the rater is noisy (the runner passes one seeded by the run's seed and the
+                iteration, so that each iteration draws independently and reproducibly); without it a tie
+                goes to the earliest image.
             request: the batch itself (images, hashes, budget), which the runner passes to every
                 rater; a simulated rater judges through the verdicts only and ignores it
                 (``herobench.harness.human.HumanRater`` shows it to a person).
@@ -131,7 +120,7 @@ class SimulatedRater:
         if check_protocol(protocol) == "none":
             return make_feedback(protocol, ())
         if self.noisy and rng is None:
-            raise ValueError("a noisy rater needs an rng; pass rater.rng_for(iteration)")
+            raise ValueError("a noisy rater needs an rng (one per iteration, seeded by the run and the iteration)")
         n = len(verdicts)
         judged = [self.judgement(v) for v in verdicts]
         truth = np.array([s for s, _ in judged], dtype=bool)

@@ -1,14 +1,18 @@
 """One folder per run, and the durable file primitives every run file uses.
 
-Layout of a run folder::
+Layout of a run folder, as :mod:`herobench.harness.runner` writes it::
 
-    config.toml        the resolved config (re-runnable with ``--config``)
-    config.json        the same plus environment info: ``{"settings": {...}, "environment": {...}, ...}``
-    labels.jsonl       the feedback ledger (append-only, see ``herobench.harness.ledger``)
-    evals.jsonl        one line per evaluation (append-only)
-    train.jsonl        one line of training statistics per iteration (append-only)
+    config.json        resolved settings, sampler, task, oracles, method, model and environment
+                       (``{"settings": {...}, "environment": {...}, ...}``; a ``--budget`` extension adds
+                       ``budget_extensions``); ``herobench run --resume`` rebuilds the run from it
+    labels.jsonl       the feedback ledger (append-only, hash-chained; ``herobench.ledgerfile``)
+    evals.jsonl        one line per evaluation point and prompt set (append-only)
+    train.jsonl        one line of method statistics per iteration (append-only)
     summary.json       written at the end (atomically)
-    checkpoints/latest/        the last checkpoint (format owned by the runner)
+    checkpoints/latest/    the one checkpoint: ``lora/``, ``method.pt``, ``harness.json``, ``README.md``
+                       (``herobench.harness.checkpoint``; ``latest.tmp``/``latest.old`` only mid-swap)
+    human/images/      the images a person labelled (``--rater human``; ``herobench.harness.human``)
+    tensorboard/, wandb/   trackers' mirrors of the JSONL rows (``--log-with``; ``herobench.harness.tracking``)
     report/            the run's own curve and tables, drawn by ``herobench run`` at the end (derived)
 
 The folder's name is :func:`run_dir_name`.
@@ -36,7 +40,6 @@ from herobench.errors import HerobenchError
 
 log = logging.getLogger(__name__)
 
-_CHECKPOINT_PREFIX = "iter-"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -70,10 +73,6 @@ class RunDir:
         object.__setattr__(self, "path", Path(self.path))
 
     @property
-    def config_toml(self) -> Path:
-        return self.path / "config.toml"
-
-    @property
     def config_json(self) -> Path:
         return self.path / "config.json"
 
@@ -105,23 +104,6 @@ class RunDir:
     def is_run(self) -> bool:
         """A run folder is one with a ``config.json``."""
         return self.config_json.is_file()
-
-    def checkpoint_dir(self, iteration: int) -> Path:
-        """``checkpoints/iter-000012`` (zero-padded so that names sort in iteration order)."""
-        if iteration < 0:
-            raise ValueError(f"iteration must be >= 0, got {iteration}")
-        return self.checkpoints / f"{_CHECKPOINT_PREFIX}{iteration:06d}"
-
-    def latest_checkpoint(self) -> Path | None:
-        """The checkpoint folder with the highest iteration, or ``None``."""
-        if not self.checkpoints.is_dir():
-            return None
-        found = []
-        for p in self.checkpoints.iterdir():
-            suffix = p.name.removeprefix(_CHECKPOINT_PREFIX)
-            if p.is_dir() and p.name.startswith(_CHECKPOINT_PREFIX) and suffix.isdigit():
-                found.append((int(suffix), p))
-        return max(found)[1] if found else None
 
 
 # --------------------------------------------------------------------------------------------------
