@@ -167,7 +167,7 @@ def test_perception_reaches_each_failure_reason():
 
 def test_glyph_oracle_protocol_and_tensor_input():
     oracle = O.GlyphOracle("counting")
-    assert isinstance(oracle, Oracle) and oracle.name == "glyphworld-exact" and oracle.version == "3"
+    assert isinstance(oracle, Oracle) and oracle.name == "glyphworld-exact" and oracle.version == "4"
     rng = np.random.default_rng(1)
     imgs, prompts, truths = [], [], []
     for p in TASKS["counting"].train_prompts:

@@ -200,7 +200,10 @@ def perceive_cat(img: np.ndarray) -> dict:
     if not 40 <= sum(body_counts.values()) <= 1600:
         return {"readable": False, "what": "no cat found"}
     colour = max(body_counts, key=body_counts.get)
-    boxes = components(seg["cardboard"], 150)
+    # opened (3×3): a blurred cat edge on the box blends into cardboard-coloured 1-2 px fringes along the cat's
+    # flanks; left joined to the box they lift its top edge to the cat's ears and the cat reads "behind"
+    box_px = dilate(erode(seg["cardboard"], square=True)) & seg["cardboard"]
+    boxes = components(box_px, 150)
     if not boxes:
         return {"readable": True, "cat_colour": colour, "box": False, "relation": "no box"}
     b = max(boxes, key=lambda q: q["area"])
@@ -453,7 +456,9 @@ OBJECT_SEGMENT_COLOURS = list(BACKGROUNDS) + ["blue", "red", "yellow", "grey", "
 _COUNT_RE = re.compile(r"^a photo of (?:exactly )?(two|three|four|one|five|six) (cups|apples|balls|books)$")
 
 
-def classify_object(c: dict, seg: dict) -> str:
+def classify_object(c: dict, seg: dict, shape: dict | None = None) -> str:
+    """Book, apple, cup or ball for the object component ``c``; the cup test reads the edges of ``shape`` (the
+    object's half-maximum contour, ``_half_max``; default ``c``), the book and apple tests ``c`` itself."""
     m = c["mask"][c["y0"]:c["y1"] + 1, c["x0"]:c["x1"] + 1]
     h, w = m.shape
     if w / h >= 1.4:
@@ -466,6 +471,9 @@ def classify_object(c: dict, seg: dict) -> str:
     stem = int((seg["brown"] & top).sum()) + (int((seg["green"] & top).sum()) if body != "green" else 0)
     if stem >= 3:
         return "apple"  # a disc with a brown stem (and a leaf)
+    if shape is not None:
+        m = shape["mask"][shape["y0"]:shape["y1"] + 1, shape["x0"]:shape["x1"] + 1]
+        h, w = m.shape
     if h >= 6 and w >= 6:
         # a cup's body side is a straight vertical edge (its handle is on the other side); a disc's is round
         rows = m.any(1)
@@ -477,6 +485,31 @@ def classify_object(c: dict, seg: dict) -> str:
         if max(straightness(left), straightness(right)) >= 0.85:
             return "cup"
     return "ball"
+
+
+def _border_colour(img: np.ndarray) -> np.ndarray:
+    """The background's colour: the median of the 2-pixel frame (objects sit on a grid at least 3 px inside)."""
+    frame = np.concatenate([img[:2].reshape(-1, 3), img[-2:].reshape(-1, 3), img[2:-2, :2].reshape(-1, 3),
+                            img[2:-2, -2:].reshape(-1, 3)])
+    return np.median(frame.astype(np.float32), axis=0)
+
+
+def _half_max(c: dict, contrast: np.ndarray) -> dict:
+    """An object's shape as the half-maximum contour of its contrast with the background, near its component.
+
+    Nearest-palette segmentation of a blurred edge is ragged: the blend of object and background colour lands on
+    a third palette colour or on none, so a ball grows notches and bumps and a cup's corners vanish, and the
+    shape test (straight side or not) errs. Blur leaves the 50 % level of a straight edge where the edge was and
+    a disc a disc, so the pixels at >= half the object's contrast (its 90th percentile) are the drawn shape.
+    Falls back to the component when the contour's largest piece is not of a similar size (a blend that
+    segmentation took for the background may have cost the component a third of its area)."""
+    region = dilate(dilate(dilate(c["mask"])))  # neighbours on the 3×3 grid are >= 6 px apart
+    peak = float(np.quantile(contrast[c["mask"]], 0.9))
+    parts = components(region & (contrast >= 0.5 * peak), 1)
+    if not parts:
+        return c
+    best = max(parts, key=lambda q: q["area"])
+    return best if 0.6 * c["area"] <= best["area"] <= 1.6 * c["area"] else c
 
 
 def perceive_counting(img: np.ndarray) -> dict:
@@ -491,8 +524,9 @@ def perceive_counting(img: np.ndarray) -> dict:
     if not objs:
         return {"readable": False, "what": "no objects found"}
     counts = {c: 0 for c in PLURAL}
+    contrast = np.linalg.norm(img.astype(np.float32) - _border_colour(img), axis=-1)
     for c in objs:
-        counts[classify_object(c, seg)] += 1
+        counts[classify_object(c, seg, _half_max(c, contrast))] += 1
     return {"readable": True, "counts": counts, "n_objects": len(objs)}
 
 
@@ -567,7 +601,10 @@ class GlyphOracle:
     """GlyphWorld's exact pixel oracle for one task (and rater profile); implements ``herobench.types.Oracle``."""
 
     name = "glyphworld-exact"
-    version = "3"  # 3: the nsfw oracle's second look for pale faces
+    # 3: the nsfw oracle's second look for pale faces; 4: counting's cup test reads each object's half-maximum
+    # contour and black-cat opens the box mask (blur robustness, issue 25): on 256 samples per task of the shipped
+    # v2, 39 counting verdicts changed (success 0.156 -> 0.184), none of any other task
+    version = "4"
 
     def __init__(self, task: str, profile: str = "default"):
         _check(task, profile)
