@@ -2,6 +2,7 @@
 closing summary in words, ``--resume RUN --budget N`` extending a run (same labels as a run given N at
 once, timings summed), ``--threads`` recorded, and the small-budget cases."""
 
+# ruff: noqa: F811 - the tests take test_runner's tiny_world fixture as an argument
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from tinysd import build_tiny_sd
+from test_runner import TINY, tiny_world  # noqa: F401 - fixture (the same tiny GlyphWorld-marked model)
 
 from herobench.cli import main
 from herobench.config import RunSettings, from_dict
@@ -24,18 +25,9 @@ from herobench.harness.runlog import read_jsonl
 from herobench.harness.runner import run
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {"batch_size": 4, "sampler": {"steps": 3, "guidance_scale": 2.0},
-        "eval": {"n_images": 8, "every_labels": 4, "batch_size": 8}}
 TINY_FLAGS = ["--set", "batch_size=4", "--set", "sampler.steps=3", "--set", "sampler.guidance_scale=2.0",
               "--set", "eval.n_images=8", "--set", "eval.every_labels=4", "--set", "eval.batch_size=8"]
 PHASE = re.compile(r"^\[\s*\d+\.\d s\] ")
-
-
-@pytest.fixture(scope="module")
-def tiny_world(tmp_path_factory) -> Path:
-    path = build_tiny_sd(tmp_path_factory.mktemp("tinyworld"), prediction_type="v_prediction", seed=3)
-    (path / "herobench.json").write_text(json.dumps({"backend": "glyphworld", "sampler": {"steps": 3}}))
-    return path
 
 
 def settings(model: Path, **kw) -> RunSettings:
