@@ -47,12 +47,19 @@ def _settings(model: Path, method: str) -> RunSettings:
 
 
 def _run(model: Path, method: str, out: Path) -> torch.Tensor:
-    """One run; returns its LoRA weights (flattened) before and after: ``2×P``."""
-    run = prepare(_settings(model, method), out=out, progress=False)
-    weights = lambda: torch.cat([p.detach().reshape(-1) for p in lora_parameters(run.gen.components.unet)])  # noqa: E731
-    start = weights().clone()
-    execute(run)
-    return torch.stack([start, weights()])
+    """One run, on one thread like each launched process (``launch`` sets ``OMP_NUM_THREADS=1``: results depend
+    on the thread count, so a reference on the pytest process's default threads would differ by float noise of
+    its own); returns its LoRA weights (flattened) before and after: ``2×P``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run = prepare(_settings(model, method), out=out, progress=False)
+        weights = lambda: torch.cat([p.detach().reshape(-1) for p in lora_parameters(run.gen.components.unet)])  # noqa: E731
+        start = weights().clone()
+        execute(run)
+        return torch.stack([start, weights()])
+    finally:
+        torch.set_num_threads(threads)
 
 
 class _Crash(Exception):
