@@ -23,9 +23,9 @@ renders.  Sampling a model:
     OMP_NUM_THREADS=1 python benchmarks/sample_degradation.py --model scratch/v3b-cfg3 --n 64
     OMP_NUM_THREADS=1 python benchmarks/sample_degradation.py --model herobench/glyphworld/model --n 64
 
-Measured (issue 25, 64 samples per task, seed 1234, all tasks pooled): the ε-prediction v3 candidate
-(``scratch/v3b-cfg3``, DDIM 50, η 1, CFG 3) blur 0.88 px, noise 0.43; the shipped v2 (DDIM 20) blur 0.88 px, noise
-0.42. Per task the blur spans 0.71-0.95 (blue-rose and narcissus sharpest, mountain and nsfw blurriest), the noise
+Measured (issue 25, 64 samples per task, seed 1234, all tasks pooled): GlyphWorld v3 (ε-prediction,
+DDIM 50, η 1, CFG 3; measured as the candidate before it shipped) blur 0.88 px, noise 0.43; v2 (DDIM 20) blur 0.88 px,
+noise 0.42. Per task the blur spans 0.71-0.95 (blue-rose and narcissus sharpest, mountain and nsfw blurriest), the noise
 0.38-0.55: the samples carry almost no white noise (< 1 grey level). ``oracle_agreement.py --noise`` is on the same
 0-255 scale, so the issue's "--noise 0.03" was practically no noise.  Validation (72 renders, different draws for
 target and calibration): (0.9, 0.3) -> (0.90, 0.23), (0.9, 0.5) -> (0.90, 0.52), (0.7, 0.5) -> (0.70, 0.52),

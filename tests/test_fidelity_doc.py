@@ -18,7 +18,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ class CitedTest:
     prefix: bool
 
 
-@lru_cache(maxsize=None)
+@cache
 def _basenames() -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for p in PACKAGE.rglob("*.py"):
@@ -181,12 +181,12 @@ def parse(text: str) -> tuple[list[CodeRef], list[CitedTest], list[str]]:
     return code, tests, unresolved
 
 
-@lru_cache(maxsize=None)
+@cache
 def _lines(path: str) -> list[str]:
     return (ROOT / path).read_text().splitlines()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _test_names(path: str) -> frozenset[str]:
     tree = ast.parse((ROOT / path).read_text())
     return frozenset(n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))

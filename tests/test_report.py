@@ -8,6 +8,7 @@ import pytest
 from herobench.errors import HerobenchError
 from herobench.harness.report import (
     curve_table,
+    labels_ratio,
     labels_to_target,
     load_prompt_counts,
     load_runs,
@@ -121,9 +122,38 @@ def test_labels_to_target_with_bootstrap_ci(runs):
     assert hero3.note == "2 of 2 run(s) started at or above it"
 
 
+def test_labels_ratio_against_hero_with_its_interval_and_censored_bounds(tmp_path):
+    # HERO reaches 0.5 at 128 and 192 labels (mean 160); D3PO at 512 and 768 (mean 640): ratio 4.0, the
+    # paper's claim. Its stratified-bootstrap interval, recomputed here by enumeration: each side's mean over
+    # 2 resampled seeds takes its 3 values with probabilities 1/4, 1/2, 1/4, so the ratio's support is
+    # {512, 640, 768} / {128, 160, 192} and the 95 % interval lies inside [512/192, 768/128].
+    def curve(at):
+        return [(0, 0.1), *((x, 0.3) for x in range(128, at, 128)), (at, 0.6)]
+
+    runs = [fake_run(tmp_path, "h-hero-s0", "hero", 0, curve(128), budget=768),
+            fake_run(tmp_path, "h-hero-s1", "hero", 1, curve(192), budget=768),
+            fake_run(tmp_path, "h-d3po-s0", "d3po", 0, curve(512), budget=768),
+            fake_run(tmp_path, "h-d3po-s1", "d3po", 1, curve(768), budget=768),
+            fake_run(tmp_path, "h-ddpo-s0", "ddpo", 0, curve(256), budget=768),
+            fake_run(tmp_path, "h-ddpo-s1", "ddpo", 1, [(0, 0.1), (384, 0.3), (768, 0.4)], budget=768)]
+    df = load_runs(runs)
+    r = labels_ratio(df, 0.5, n_boot=4000, seed=0).set_index("method")
+    d3po = r.loc["d3po"]
+    assert (d3po.labels_mean, d3po.ref_labels_mean, d3po.ratio, d3po.bound) == (640.0, 160.0, 4.0, "")
+    assert 512 / 192 <= d3po.ci_lo < 4.0 < d3po.ci_hi <= 768 / 128
+    support = sorted({a / b for a in (512, 640, 768) for b in (128, 160, 192)})
+    assert d3po.ci_lo in support and d3po.ci_hi in support  # percentiles of a discrete distribution
+    # DDPO's seed 1 never reached 0.5 within 768 labels: it counts at 768, and the ratio is a lower bound
+    ddpo = r.loc["ddpo"]
+    assert (ddpo.n_reached, ddpo.labels_mean, ddpo.bound) == (1, 512.0, "lower") and ddpo.ratio == 512 / 160
+    assert "never reached" in ddpo.note
+    assert r.equals(labels_ratio(df, 0.5, n_boot=4000, seed=0).set_index("method"))  # seeded
+    assert labels_ratio(df, 0.5, reference="nobody").empty
+
+
 def test_write_report(runs, tmp_path):
     written = write_report(iter(runs), tmp_path / "report", targets=[0.5])  # any iterable, read twice
-    assert {"runs.csv", "curves.csv", "curves_hand.png", "labels_to_target.csv", "tables.md"} <= set(written)
+    assert {"runs.csv", "curves.csv", "curves_hand.png", "labels_to_target.csv", "labels_ratio.csv", "tables.md"} <= set(written)
     assert "prompts.csv" not in written  # these runs recorded no per-prompt counts
     assert "## At 192 labels" in written["tables.md"].read_text()  # the runs' own budget, not a fixed 512
     assert len(pd.read_csv(written["runs.csv"])) == 9

@@ -38,6 +38,9 @@ SAMPLER_NOTE = {
     ("v_prediction", 20, 3.0): "This small, briefly trained model degrades at high guidance, so it uses the "
                                "values above.",
     ("epsilon", 50, 5.0): "This is the paper's sampler.",
+    ("epsilon", 50, 3.0): "Steps and eta are the paper's. At the paper's CFG 5.0 this small model sharpens each "
+                          "prompt's mode and misses two calibration rows (black-cat 0.586, nsfw 6.2 % "
+                          "unreadable); at CFG 3.0 every row is in the band (history below).",
 }
 
 

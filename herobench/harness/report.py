@@ -23,6 +23,12 @@ import pandas as pd
 from herobench.errors import HerobenchError, UnknownNameError
 from herobench.harness.plots import curves_figure, plot_curves  # noqa: F401 (re-exported)
 from herobench.harness.report_runs import CURVE_KEYS, PANEL_KEYS, Selection, read_run, select_runs  # noqa: F401
+from herobench.harness.report_targets import (  # noqa: F401 (re-exported)
+    TARGET_COLUMNS,
+    first_reach,
+    labels_ratio,
+    labels_to_target,
+)
 from herobench.stats import binom_two_sided, paired
 
 RUN_COLUMNS = [
@@ -261,77 +267,6 @@ def curve_table(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def first_reach(df: pd.DataFrame, target: float) -> pd.DataFrame:
-    """Per run (and prompt set): where its curve crosses ``target``.
-
-    ``labels_to_target`` is the first evaluated label count with success >= ``target`` *after* the run's
-    first evaluation was below it (resolution: the evaluation interval); NaN otherwise. ``status`` says why:
-    ``"crossed"``, ``"never"`` (always below), ``"at start"`` (its first evaluation is already at or above
-    the target: nothing was learned to get there) or ``"one point"`` (a single evaluation: no curve)."""
-    rows = []
-    for (_path, prompt_set), run in df.groupby(["path", "prompt_set"], sort=True):
-        run = run.sort_values("labels")
-        first = run.iloc[0]
-        rates, labels = run["success_rate"].to_numpy(float), run["labels"].to_numpy(int)
-        value, status = np.nan, "never"
-        if len(run) == 1:
-            status = "one point"
-        elif rates[0] >= target:
-            status = "at start"
-        elif (rates >= target).any():
-            value, status = float(labels[int(np.argmax(rates >= target))]), "crossed"
-        rows.append({**{k: first[k] for k in ("run", "path", *CURVE_KEYS, "seed")}, "prompt_set": prompt_set,
-                     "labels_to_target": value, "status": status})
-    return pd.DataFrame(rows, columns=["run", "path", *CURVE_KEYS, "seed", "labels_to_target", "status"])
-
-
-TARGET_COLUMNS = [*CURVE_KEYS, "target", "n_runs", "n_reached", "labels_mean", "ci_lo", "ci_hi", "note"]
-
-
-def _target_note(statuses: list[str], reached: int) -> str:
-    """Why a labels-to-target row has no value or no interval (empty when it has both)."""
-    n = len(statuses)
-    if reached == n:
-        return "one seed: no interval" if n == 1 else ""
-    counts = {s: statuses.count(s) for s in ("never", "at start", "one point") if s in statuses}
-    words = {"never": "never reached it", "at start": "started at or above it",
-             "one point": "had a single evaluation (no curve)"}
-    return "; ".join(f"{k} of {n} run(s) {words[s]}" for s, k in counts.items())
-
-
-def labels_to_target(
-    df: pd.DataFrame, target: float, n_boot: int = 2000, ci: float = 0.95, seed: int = 0
-) -> pd.DataFrame:
-    """Labels each method needs for its curve to cross ``target`` success (:func:`first_reach`), mean over
-    seeds with a bootstrap interval over seeds.
-
-    A value only where every run's curve crossed the target (else ``labels_mean`` is NaN and ``note`` says
-    how many never reached it or started above it). The interval resamples runs (seeds) with replacement
-    ``n_boot`` times (seeded: reproducible); with one seed there is none (NaN, ``note`` = "one seed: no
-    interval"): one noisy evaluation is no interval.
-
-    Returns:
-        Columns :data:`TARGET_COLUMNS`.
-    """
-    per_run = first_reach(df, target)
-    rng = np.random.default_rng(seed)
-    alpha = (1.0 - ci) / 2
-    rows = []
-    for key, group in per_run.groupby(CURVE_KEYS, sort=True):
-        values = group["labels_to_target"].to_numpy(dtype=float)
-        reached = int((group["status"] == "crossed").sum())
-        mean = lo = hi = np.nan
-        if reached == len(values):
-            mean = float(values.mean())
-            if len(values) > 1:
-                boot = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
-                lo, hi = (float(q) for q in np.quantile(boot, [alpha, 1 - alpha]))
-        rows.append({**dict(zip(CURVE_KEYS, key)), "target": target, "n_runs": len(values), "n_reached": reached,
-                     "labels_mean": mean, "ci_lo": lo, "ci_hi": hi,
-                     "note": _target_note(group["status"].tolist(), reached)})
-    return pd.DataFrame(rows, columns=TARGET_COLUMNS)
-
-
 # row order of the paper-style tables (HERO's Table 2 lists baselines first); other methods follow by name
 TABLE_METHOD_ORDER = ["pretrained", "enhanced", "dreambooth", "ddpo", "d3po", "hero-no-repr", "hero-no-fgg", "hero"]
 
@@ -494,7 +429,8 @@ def write_report(
     paper-style tables), ``paired.csv`` (:func:`paired_frame`, when the runs recorded per-image verdicts),
     ``aggregates.csv`` (:func:`aggregate_frame`: IQM and probability of improvement over seeds),
     ``prompts.csv`` (successes per prompt, when the runs recorded them) and
-    ``labels_to_target.csv`` when ``targets`` are given; ``runs.parquet`` too if pyarrow is installed.
+    ``labels_to_target.csv`` and ``labels_ratio.csv`` (every method's labels over HERO's, :func:`labels_ratio`)
+    when ``targets`` are given; ``runs.parquet`` too if pyarrow is installed.
 
     ``out_dir`` None: :func:`default_out_dir`. Folders are chosen by
     :func:`herobench.harness.report_runs.select_runs` (one run per seed, skipped folders named); each of its
@@ -549,4 +485,8 @@ def _write_files(selection: Selection, out: Path, targets: Sequence[float]) -> d
         written["labels_to_target.csv"] = out / "labels_to_target.csv"
         table = pd.concat([labels_to_target(df, t) for t in targets], ignore_index=True)
         table.to_csv(written["labels_to_target.csv"], index=False)
+        ratios = pd.concat([labels_ratio(df, t) for t in targets], ignore_index=True)
+        if not ratios.empty:
+            written["labels_ratio.csv"] = out / "labels_ratio.csv"
+            ratios.to_csv(written["labels_ratio.csv"], index=False)
     return written

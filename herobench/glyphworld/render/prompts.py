@@ -42,7 +42,7 @@ def special_sampler(prompt: str) -> Callable[[Any], dict] | None:
     """Q(scene | prompt) for the caption-first prompts; None for other prompts."""
     S = {
         "1 hand": lambda r: hand.params(
-            r, {"normal": 0.17, "n3": 0.09, "n4": 0.22, "n6": 0.22, "n7": 0.07, "detached": 0.115, "fused": 0.115}),
+            r, {"normal": 0.14, "n3": 0.16, "n4": 0.30, "n6": 0.12, "n7": 0.05, "detached": 0.115, "fused": 0.115}),
         "1 hand, open palm, five fingers": lambda r: hand.params(
             r, {"normal": 0.22, "n3": 0.05, "n4": 0.2, "n6": 0.22, "n7": 0.07, "detached": 0.12, "fused": 0.12}),
         "photo of one blue rose in a vase": lambda r: rose.params(
