@@ -127,7 +127,9 @@ class DreamBoothOptions(LoRAOptions):
 
 
 class DreamBoothMethod(LoRAMethod):
-    """DreamBooth-style supervised finetuning on good images (see the module docstring).
+    """DreamBooth-style supervised finetuning on good images (see the module docstring). It is what the
+    Flow-GRPO repository (yifan123/flow_grpo) calls OnlineSFT: supervised finetuning, online, on the policy's
+    own samples that the reward (here the rater) accepted.
 
     State: ``options``, ``optimizer`` (AdamW over the LoRA), ``buffer_latents`` (``N×C×h×w`` final
     latents of every good image so far, CPU float32) and ``buffer_prompts`` (their ``N`` prompts).
