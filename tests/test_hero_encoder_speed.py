@@ -98,7 +98,7 @@ def test_flat_adam_equals_torch_adam_step_for_step():
     theirs = [nn.Parameter(p.detach().clone()) for p in ours]
     opt, ref = torch.optim.Adam(ours, lr=1e-3, betas=(0.8, 0.99)), torch.optim.Adam(theirs, lr=1e-3, betas=(0.8, 0.99))
     g = torch.Generator().manual_seed(1)
-    for block in range(3):  # three blocks: state written back, then picked up again
+    for _block in range(3):  # three blocks: state written back, then picked up again
         with flat_adam(opt) as steps:
             assert not isinstance(steps, _PlainSteps)
             for _ in range(100):
