@@ -26,10 +26,12 @@ Candidates (``--only`` picks some; ``a+b`` combines features):
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as herobench's CLI: idle OpenMP threads sleep (set before torch)
+import torch  # noqa: E402
 from torch import nn
 
 from herobench.methods.flat_adam import flat_adam

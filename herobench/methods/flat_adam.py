@@ -4,8 +4,8 @@ HERO trains its small encoder and head for 500 Adam steps per iteration (``hero_
 a CPU, torch's default Adam runs its single-tensor loop (``torch.optim.adam._single_tensor_adam``): about
 ten small operations per parameter tensor plus the optimizer's bookkeeping, for 14 tensors of 45 k numbers
 in all -- about a sixth of the step's time (docs/PERFORMANCE.md). :func:`flat_adam` runs the same update on
-one flat buffer: the parameters become views of one tensor, the moments live in two more, and each step is
-the loop's eight operations once. Every operation is element-wise and runs in the same order per element
+one flat buffer: a flat copy of the parameters and two flat moments, each step the loop's eight operations
+once, then each parameter copied from its slice (an exact copy). Every operation is element-wise and runs in the same order per element
 as torch's loop, so parameters and moments are bit-identical to ``optimizer.step()``'s
 (``tests/test_hero_mechanics.py`` checks it over hundreds of steps). Adapted from torch 2.14's
 ``_single_tensor_adam`` (the non-capturable, non-differentiable branch); what changed: one tensor for all.
@@ -56,9 +56,9 @@ class _FlatAdam:
                            torch.cat([s["exp_avg_sq"].reshape(-1) for s in state]))
         # torch keeps each step count as a float32 CPU scalar; counting in the same type keeps bias corrections equal
         self.step_t = torch.tensor(0.0) if fresh else state[0]["step"].detach().clone()
-        for p, view in zip(self.params, torch.split(self.flat, sizes)):
-            p.data = view.view_as(p)
         self.sizes = sizes
+        # each parameter's slice of the flat buffer, shaped like it (copied back after every step: exact)
+        self.views = [v.view_as(p) for p, v in zip(self.params, torch.split(self.flat, sizes))]
 
     def zero_grad(self) -> None:
         """``optimizer.zero_grad(set_to_none=True)``."""
@@ -81,13 +81,15 @@ class _FlatAdam:
         bias_correction2_sqrt = (1 - beta2**step) ** 0.5
         denom = (self.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
         self.flat.addcdiv_(self.exp_avg, denom, value=-step_size)
+        with torch.no_grad():
+            for p, v in zip(self.params, self.views):
+                p.copy_(v)
 
     def close(self) -> None:
-        """Give every parameter its own storage again and write the moments back into the optimizer's state
-        (the layout ``torch.optim.Adam`` makes: ``step``, ``exp_avg``, ``exp_avg_sq``)."""
+        """Write the moments back into the optimizer's state (the layout ``torch.optim.Adam`` makes: ``step``,
+        ``exp_avg``, ``exp_avg_sq``)."""
         moments = zip(torch.split(self.exp_avg, self.sizes), torch.split(self.exp_avg_sq, self.sizes))
         for p, (m, v) in zip(self.params, moments):
-            p.data = p.data.clone()
             if self.step_t.item() > 0:
                 self.optimizer.state[p] = {"step": self.step_t.clone(), "exp_avg": m.view_as(p).clone(),
                                            "exp_avg_sq": v.view_as(p).clone()}
@@ -105,7 +107,7 @@ class _PlainSteps:
 def flat_adam(optimizer: torch.optim.Optimizer) -> Iterator[_FlatAdam | _PlainSteps]:
     """``with flat_adam(opt) as o:`` then ``o.zero_grad()`` / ``o.step()`` as ``opt.zero_grad(set_to_none=True)``
     / ``opt.step()``, bit for bit; on leaving, ``opt`` holds the state its own steps would have left. Inside the
-    block the parameters are views of one flat tensor (do not replace them or add parameter groups there)."""
+    block the flat copy is the truth: do not change the parameters or the optimizer other than by ``o.step()``."""
     if not _applies(optimizer):
         yield _PlainSteps(optimizer)
         return
