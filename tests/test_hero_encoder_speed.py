@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from herobench.methods.flat_adam import _PlainSteps, flat_adam
+from herobench.methods.flat_adam import MAX_NUMEL, _PlainSteps, flat_adam
 from herobench.methods.hero import build_representation
 from herobench.methods.hero_repr import (
     ChannelsLastMaxPool,
@@ -116,8 +116,10 @@ def test_flat_adam_equals_torch_adam_step_for_step():
 
 def test_flat_adam_leaves_other_optimizers_to_their_own_step():
     p = nn.Parameter(torch.randn(3))
+    big = nn.Parameter(torch.zeros(MAX_NUMEL + 1))  # where the flat copies cost more than they save
     for opt in (torch.optim.Adam([p], weight_decay=0.1), torch.optim.Adam([p], amsgrad=True),
-                torch.optim.Adam([p], foreach=True), torch.optim.AdamW([p]), torch.optim.SGD([p], lr=0.1)):
+                torch.optim.Adam([p], foreach=True), torch.optim.AdamW([p]), torch.optim.SGD([p], lr=0.1),
+                torch.optim.Adam([big])):
         with flat_adam(opt) as steps:
             assert isinstance(steps, _PlainSteps)
 

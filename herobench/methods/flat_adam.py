@@ -2,16 +2,17 @@
 
 HERO trains its small encoder and head for 500 Adam steps per iteration (``hero_repr._fit_triplets``). On
 a CPU, torch's default Adam runs its single-tensor loop (``torch.optim.adam._single_tensor_adam``): about
-ten small operations per parameter tensor plus the optimizer's bookkeeping, for 14 tensors of 45 k numbers
+ten small operations per parameter tensor plus the optimizer's bookkeeping, for 14 tensors of 49 k numbers
 in all -- about a sixth of the step's time (docs/PERFORMANCE.md). :func:`flat_adam` runs the same update on
 one flat buffer: a flat copy of the parameters and two flat moments, each step the loop's eight operations
-once, then each parameter copied from its slice (an exact copy). Every operation is element-wise and runs in the same order per element
-as torch's loop, so parameters and moments are bit-identical to ``optimizer.step()``'s
-(``tests/test_hero_mechanics.py`` checks it over hundreds of steps). Adapted from torch 2.14's
+once, then each parameter copied from its slice (an exact copy). Every operation is element-wise and runs in
+the same order per element as torch's loop, so parameters and moments are bit-identical to
+``optimizer.step()``'s (``tests/test_hero_encoder_speed.py`` checks it over hundreds of steps). Adapted from torch 2.14's
 ``_single_tensor_adam`` (the non-capturable, non-differentiable branch); what changed: one tensor for all.
 
-It applies only where torch itself would run that loop: one parameter group of contiguous float32 CPU
-tensors, no AMSGrad, no weight decay, not maximizing, ``foreach`` and ``fused`` not asked for, every state
+It applies only where torch itself would run that loop and where it pays: one parameter group of contiguous
+float32 CPU tensors of at most ``MAX_NUMEL`` numbers in all (GlyphWorld's scaled encoder and head, not SD-1.5's
+2048-d ones), no AMSGrad, no weight decay, not maximizing, ``foreach`` and ``fused`` not asked for, every state
 at the same step. Anywhere else (a GPU, where torch's default is the multi-tensor loop) it hands back the
 optimizer's own ``step``.
 """
@@ -22,6 +23,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+
+
+# Above this many numbers the flat copies (gradients in, parameters out) cost more than the per-tensor overhead
+# they save: on SD-1.5's encoder and head (11 M numbers) a flat step took 1.35x torch's, on GlyphWorld's (49 k)
+# 0.77x
+# (benchmarks/bench_encoder_step.py, one CPU thread).
+MAX_NUMEL = 1 << 17
 
 
 def _applies(optimizer: torch.optim.Optimizer) -> bool:
@@ -37,6 +45,7 @@ def _applies(optimizer: torch.optim.Optimizer) -> bool:
         return False
     params = g["params"]
     ok = all(p.device.type == "cpu" and p.dtype == torch.float32 and p.is_contiguous() for p in params)
+    ok = ok and sum(p.numel() for p in params) <= MAX_NUMEL
     steps = {float(optimizer.state[p]["step"]) if optimizer.state.get(p) else 0.0 for p in params}
     return ok and len(steps) == 1
 
