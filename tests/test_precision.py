@@ -66,6 +66,13 @@ def test_the_report_keeps_bf16_runs_apart(both_runs, tmp_path):
     bf16 = paired[paired["method"] == "hero [bf16]"]
     assert not bf16.empty and set(bf16["reference"]) == {"start"}  # never paired with the fp32 HERO
     assert "hero [bf16]" in (tmp_path / "report" / "tables.md").read_text()
+    from herobench.harness.report import labels_ratio, load_runs
+
+    runs = load_runs(list(both_runs.values()))
+    assert labels_ratio(runs, 0.5).empty  # each class holds only its own HERO: no cross-class ratio
+    bf16_twin = runs[runs["method"] == "hero [bf16]"].assign(method="ddpo [bf16]", path=lambda d: d["path"] + "-2")
+    ratios = labels_ratio(pd.concat([runs, bf16_twin]), 0.5)
+    assert list(zip(ratios["method"], ratios["reference"])) == [("ddpo [bf16]", "hero [bf16]")]
 
 
 def test_runs_recorded_before_precision_read_as_fp32():
