@@ -93,8 +93,14 @@ def test_regression_refuses_bf16_against_the_fp32_reference(tmp_path):
 
 def test_the_committed_fp32_reference_still_matches_its_grid():
     from herobench.harness.bench import cells, load_grid
-    from herobench.regression import _default_grid, _default_reference, _reference_settings, _settings_without_seed
-    from herobench.regression import cell_key, load_reference
+    from herobench.regression import (
+        _default_grid,
+        _default_reference,
+        _reference_settings,
+        _settings_without_seed,
+        cell_key,
+        load_reference,
+    )
 
     reference = load_reference(_default_reference())
     for cell in cells(load_grid(_default_grid(), [])):

@@ -24,7 +24,6 @@ from contextlib import contextmanager
 
 import torch
 
-
 # Above this many numbers the flat copies (gradients in, parameters out) cost more than the per-tensor overhead
 # they save: on SD-1.5's encoder and head (11 M numbers) a flat step took 1.35x torch's, on GlyphWorld's (49 k)
 # 0.77x
