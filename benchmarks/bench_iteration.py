@@ -17,7 +17,7 @@ maximum resident set size (``getrusage``), plus CUDA's peak allocation on a GPU.
 
 Beside the iterations, the same batch (``--batch`` images, the card's sampler and prompt, the same initial
 noise) is sampled by herobench's sampler and by plain diffusers ``StableDiffusionPipeline`` built on the same
-components (``SDComponents.to_pipeline``), alternating, best of ``--pipeline-rounds`` each: the ratio says
+components (``SDComponents.to_pipeline``), alternating (ABBA), in ``--pipeline-rounds`` rounds: the ratio says
 what recording every step's latent and log-prob costs over the sampler a user would pick
 (``--no-pipeline`` skips it).
 
@@ -37,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as herobench's CLI: idle OpenMP threads sleep (set before torch)
@@ -95,9 +96,27 @@ def report_flops(run, iters: int, unet_s: float, repr_s: float) -> None:
               f"{encoder / 1e9 / (repr_s / iters):.0f} GFLOP/s")
 
 
+def unet_timer(unet, cuda: bool) -> tuple[list[float], Callable[[], None]]:
+    """Time every forward of ``unet`` (whoever calls it) into the returned one-element list; the callable
+    removes the timer again."""
+    seconds = [0.0]
+    plain_forward = unet.forward
+
+    def timed_forward(*args, **kwargs):
+        t0 = time.perf_counter()
+        out = plain_forward(*args, **kwargs)
+        if cuda:
+            torch.cuda.synchronize()
+        seconds[0] += time.perf_counter() - t0
+        return out
+
+    unet.forward = timed_forward  # an instance attribute: nn.Module.__call__ finds it before the class's
+    return seconds, lambda: delattr(unet, "forward")
+
+
 def compare_with_diffusers(gen, prompt: str, n: int, rounds: int) -> None:
     """Sample ``n`` images with herobench's sampler and with plain diffusers' pipeline on the same components,
-    noise and sampler, alternating; print both times (best of ``rounds``) and their ratio."""
+    noise and sampler, in ABBA rounds; print each round's time, the time outside UNet calls, and the ratio."""
     pipe = gen.components.to_pipeline()
     pipe.set_progress_bar_config(disable=True)
     s = gen.sampler
@@ -112,22 +131,28 @@ def compare_with_diffusers(gen, prompt: str, n: int, rounds: int) -> None:
                     generator=torch.Generator().manual_seed(1), output_type="pt").images
 
     times: dict[str, list[float]] = {"herobench": [], "diffusers": []}
-    images = {}
-    for _ in range(rounds):
-        for name, fn in (("herobench", ours), ("diffusers", plain)):
-            t0 = time.perf_counter()
+    outside: dict[str, list[float]] = {"herobench": [], "diffusers": []}
+    images, order = {}, [("herobench", ours), ("diffusers", plain)]
+    unet_s, remove_timer = unet_timer(gen.components.unet, gen.device.type == "cuda")
+    for r in range(rounds):
+        for name, fn in order if r % 2 == 0 else order[::-1]:  # ABBA: neither always runs first
+            unet_s[0], t0 = 0.0, time.perf_counter()
             with torch.no_grad():
                 images[name] = fn()
             if gen.device.type == "cuda":
                 torch.cuda.synchronize(gen.device)
             times[name].append(time.perf_counter() - t0)
+            outside[name].append(times[name][-1] - unet_s[0])
+    remove_timer()
     ratios = [a / b for a, b in zip(times["herobench"], times["diffusers"])]
     diff = float((images["herobench"].cpu() - images["diffusers"].float().cpu()).abs().max())
-    print(f"\nsampling {n} images, {s.steps} steps, CFG {s.guidance_scale}, {rounds} alternating rounds: herobench "
+    print(f"\nsampling {n} images, {s.steps} steps, CFG {s.guidance_scale}, {rounds} rounds (ABBA): herobench "
           f"(every step's latent and log-prob kept) {', '.join(f'{t:.2f}' for t in times['herobench'])} s; "
           f"diffusers StableDiffusionPipeline {', '.join(f'{t:.2f}' for t in times['diffusers'])} s")
     print(f"  herobench / diffusers: {statistics.median(ratios):.3f} (median of the rounds' ratios; best times "
           f"{min(times['herobench']) / min(times['diffusers']):.3f}); images differ by at most {diff:.1e}")
+    print(f"  outside UNet calls (median): herobench {statistics.median(outside['herobench']):.2f} s, diffusers "
+          f"{statistics.median(outside['diffusers']):.2f} s (the UNet calls are the same calls)")
 
 
 def time_iterations(run, budget: int, backward_seconds: list[float]) -> dict:
