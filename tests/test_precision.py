@@ -28,6 +28,13 @@ def both_runs(tiny_world, tmp_path_factory) -> dict[str, Path]:
     return {p: run(settings(tiny_world, precision=p), out=out / p, progress=False)[0] for p in ("fp32", "bf16")}
 
 
+def test_a_bf16_run_is_deterministic_within_its_class(both_runs, tiny_world, tmp_path):
+    again, _ = run(settings(tiny_world, precision="bf16"), out=tmp_path, progress=False)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("time", "t")} for r in rows]  # noqa: E731
+    for name in ("labels.jsonl", "evals.jsonl"):
+        assert strip(read_jsonl(again / name)) == strip(read_jsonl(both_runs["bf16"] / name))
+
+
 def test_a_bf16_run_works_and_records_its_precision(both_runs):
     fp32, bf16 = both_runs["fp32"], both_runs["bf16"]
     assert json.loads((bf16 / "config.json").read_text())["settings"]["precision"] == "bf16"
