@@ -14,6 +14,11 @@ clip-contrastive judge with a random ViT-L/14 on the 64 images when open_clip is
 
 Expected on one H100: well under 5 minutes (build ~10 s, sampling tens of seconds, PPO about as long).
 
+It also prints the iteration's **UNet-only time**: the wall time inside UNet forward calls (sampling and the
+PPO's log-prob recomputation, ``Generator.unet_seconds``) plus the PPO's backward (``core.policy_gradient
+.backward``, timed by wrapping it: the loss is a function of the UNet's output only), and the iteration's
+time over it (issue 30's target: at most 1.15).
+
     python benchmarks/gpu_sd15_iteration.py                      # the paper's iteration
     python benchmarks/gpu_sd15_iteration.py --batch 16 --steps 20  # a quicker look
 
@@ -32,7 +37,7 @@ import time
 import torch
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=64, help="images per iteration (HERO: 64)")
     ap.add_argument("--steps", type=int, default=50, help="DDIM steps (HERO: 50)")
@@ -45,41 +50,49 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--reduce", type=int, default=1, choices=[1, 2, 4, 8],
                     help="width divisor of the model (8 + --device cpu: a smoke test of this script)")
-    args = ap.parse_args()
-    cuda = args.device.startswith("cuda")
-    if cuda and not torch.cuda.is_available():
-        raise SystemExit("no CUDA GPU here (for a CPU smoke test: --device cpu --reduce 8 --batch 2 --steps 2)")
+    return ap.parse_args()
 
+
+def sync_time() -> float:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def backward_timer() -> list[float]:
+    """Wrap ``core.policy_gradient.backward`` (a module global, looked up at call time by ``ppo_update``);
+    its wall time adds up in the returned one-element list."""
+    from herobench.core import policy_gradient
+
+    seconds = [0.0]
+    plain_backward = policy_gradient.backward
+
+    def timed_backward(loss, accelerator=None):
+        t0 = sync_time()
+        plain_backward(loss, accelerator)
+        seconds[0] += sync_time() - t0
+
+    policy_gradient.backward = timed_backward
+    return seconds
+
+
+def build(args, dtype: torch.dtype, times: dict[str, float]):
+    """The random SD-1.5, its generator and HERO (LoRA, encoder), warmed up: ``(gen, method)``."""
     from herobench.core.generator import Generator, SamplerConfig
     from herobench.core.policy_gradient import make_optimizer, ppo_update
     from herobench.core.sd15 import random_sd15_components
     from herobench.methods.hero import HeroMethod
-    from herobench.types import Feedback
 
-    dev, dtype = args.device, getattr(torch, args.dtype) if cuda else torch.float32
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-
-    def sync_time() -> float:
-        if cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter()
-
-    times: dict[str, float] = {}
     t = sync_time()
-    comps = random_sd15_components(args.seed, reduce=args.reduce, device=dev, dtype=dtype)
+    comps = random_sd15_components(args.seed, reduce=args.reduce, device=args.device, dtype=dtype)
     times["build random SD-1.5 on the device"] = sync_time() - t
-    n_unet = sum(p.numel() for p in comps.unet.parameters())
-
     sampler = SamplerConfig(steps=args.steps, eta=1.0, guidance_scale=5.0, micro_batch=args.micro_batch)
-    gen = Generator(comps, sampler, device=dev, dtype=dtype)
+    gen = Generator(comps, sampler, device=args.device, dtype=dtype)
     method = HeroMethod()
     t = sync_time()
     method.setup(gen, {"train_micro_batch": args.train_micro_batch, "encoder_epochs": args.encoder_epochs},
                  args.seed)
     times["LoRA + HERO setup"] = sync_time() - t
-    n_lora = sum(p.numel() for p in method.optimizer.param_groups[0]["params"])
-
     # warm-up (cuDNN/cuBLAS kernel selection, lazy inits) on 2 images, with a zero learning rate
     t = sync_time()
     warm = gen.sample(["1 hand"] * 2, generator=torch.Generator().manual_seed(1))
@@ -87,19 +100,21 @@ def main() -> None:
     ppo_update(gen, warm, torch.tensor([1.0, -1.0]), make_optimizer(lora, 0.0), method.pg,
                torch.Generator().manual_seed(1))
     times["warm-up (2 images, not part of the iteration)"] = sync_time() - t
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
+    return gen, method
+
+
+def iterate(args, gen, method, times: dict[str, float], backward_s: list[float]) -> dict:
+    """One HERO iteration (sample -> simulated feedback -> learn -> next noise), its parts into ``times``."""
+    from herobench.types import Feedback
 
     rng = torch.Generator().manual_seed(args.seed)
-    prompts = ["1 hand"] * args.batch
     it0 = sync_time()
     noise = method.init_noise(args.batch, gen.latent_shape, rng)
     gen.unet_seconds = 0.0
     t = sync_time()
-    rollout = gen.sample(prompts, init_noise=noise, generator=rng)
+    rollout = gen.sample(["1 hand"] * args.batch, init_noise=noise, generator=rng)
     times["sampling (50 DDIM steps + CFG + VAE decode)" if args.steps == 50 else "sampling"] = sync_time() - t
     unet_sampling = gen.unet_seconds
-
     t = sync_time()
     g = torch.Generator().manual_seed(args.seed + 1)
     good = torch.rand(args.batch, generator=g) < 0.5
@@ -107,8 +122,7 @@ def main() -> None:
     best = int(torch.nonzero(good)[torch.randint(int(good.sum()), (1,), generator=g)].item())
     feedback = Feedback(good=tuple(bool(x) for x in good), best=best)
     times["feedback (simulated)"] = sync_time() - t
-
-    gen.unet_seconds = 0.0
+    gen.unet_seconds, backward_s[0] = 0.0, 0.0
     t = sync_time()
     stats = method.learn(rollout, feedback, rng)
     learn_s = sync_time() - t
@@ -118,11 +132,31 @@ def main() -> None:
     t = sync_time()
     method.init_noise(args.batch, gen.latent_shape, rng)
     times["next noise from the pool"] = sync_time() - t
-    iteration = sync_time() - it0
+    return {"rollout": rollout, "stats": stats, "iteration": sync_time() - it0, "unet_sampling": unet_sampling,
+            "unet_only": unet_sampling + gen.unet_seconds + backward_s[0]}
+
+
+def main() -> None:
+    args = parse_args()
+    cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit("no CUDA GPU here (for a CPU smoke test: --device cpu --reduce 8 --batch 2 --steps 2)")
+    dtype = getattr(torch, args.dtype) if cuda else torch.float32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    backward_s = backward_timer()
+    times: dict[str, float] = {}
+    gen, method = build(args, dtype, times)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    out = iterate(args, gen, method, times, backward_s)
+    rollout, stats, iteration, unet_only = out["rollout"], out["stats"], out["iteration"], out["unet_only"]
 
     finite = bool(torch.isfinite(rollout.images).all() and torch.isfinite(rollout.log_probs).all())
-    name = torch.cuda.get_device_name() if cuda else "cpu"
-    print(f"device      : {name}, torch {torch.__version__}, {str(dtype)[6:]} UNet/VAE/text, fp32 LoRA")
+    n_unet = sum(p.numel() for p in gen.components.unet.parameters())
+    n_lora = sum(p.numel() for p in method.optimizer.param_groups[0]["params"])
+    print(f"device      : {torch.cuda.get_device_name() if cuda else 'cpu'}, torch {torch.__version__}, "
+          f"{str(dtype)[6:]} UNet/VAE/text, fp32 LoRA")
     size = "" if args.reduce == 1 else f" (widths / {args.reduce}: NOT the real size)"
     print(f"model       : random SD-1.5 architecture{size}, UNet {n_unet / 1e6:.1f} M params, "
           f"LoRA {n_lora / 1e6:.3f} M")
@@ -132,12 +166,15 @@ def main() -> None:
     for k, v in times.items():
         print(f"  {k:<50} {v:8.2f} s")
     print(f"  {'ONE HERO ITERATION (sample -> feedback -> learn)':<50} {iteration:8.2f} s")
-    print(f"  UNet forward share of sampling: {100 * unet_sampling / times[next(k for k in times if k.startswith('sampling'))]:.1f} %;"
+    print(f"  {'UNet-only time (forward calls + PPO backward)':<50} {unet_only:8.2f} s   iteration / UNet-only = "
+          f"{iteration / unet_only:.3f} (issue 30's target: <= 1.15)")
+    sampling_s = times[next(k for k in times if k.startswith("sampling"))]
+    print(f"  UNet forward share of sampling: {100 * out['unet_sampling'] / sampling_s:.1f} %;"
           f" PPO: {int(stats.get('pg_n_items', 0))} items, loss {stats.get('pg_loss', float('nan')):.3g}")
     peak = f"peak CUDA memory (iteration): {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB; " if cuda else ""
     print(f"{peak}finite images and log-probs: {finite}")
     if args.clip_oracle:  # last: a failure here cannot hide the iteration's figures
-        oracle_s = time_clip_oracle(rollout.images, dev, dtype)
+        oracle_s = time_clip_oracle(rollout.images, args.device, dtype)
         if oracle_s is not None:
             print(f"  clip-contrastive judge, random ViT-L/14, {args.batch} images: {oracle_s:.2f} s")
     print(f"projection: the hand task's 1,152 labels = {-(-1152 // args.batch)} iterations ≈ "

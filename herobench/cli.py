@@ -134,6 +134,7 @@ def run_cmd(task, method, budget, seed, model, oracle, rater_kind, host, port, c
       herobench run --task hand --method hero --budget 512
       herobench run --task hand --method pretrained --budget 0
       herobench run --task mountain --method hero --set rater.profile=snowy
+      herobench run --task hand --method hero --set precision=bf16   # faster; its own determinism class
       herobench run --resume runs/hand-hero-s0
       herobench run --task hand --method hero --budget 128 --rater human --port 8765
       herobench run --task hand --method hero --budget 128 --rater replay:runs/hand-hero-s0/labels.jsonl

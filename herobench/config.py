@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import json
 import math
 import tomllib
 import types
@@ -158,6 +159,10 @@ class RunSettings:
     model: str = "glyphworld"
     oracle: str = ""  # "" = the task's oracle for the model's backend
     device: str = "cpu"
+    # "bf16": the UNet runs under bfloat16 autocast, an opt-in fast path (issue 30; docs/PERFORMANCE.md). Its
+    # runs are their own determinism class: reports keep them apart from fp32 runs, the regression check
+    # refuses them against the fp32 reference.
+    precision: Literal["fp32", "bf16"] = "fp32"
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     rater: RaterSettings = field(default_factory=RaterSettings)
@@ -169,6 +174,17 @@ class RunSettings:
         check_ranges(self)
         _require(bool(self.task), "task must not be empty")
         _require(bool(self.method), "method must not be empty")
+
+
+def recorded_settings(data: Any) -> Any:
+    """A recorded ``settings`` table (a run's ``config.json``, a regression reference) as today's
+    :class:`RunSettings` writes it: keys added since it was recorded take their defaults (a run recorded
+    before ``precision`` existed ran fp32), in JSON form. A table that no longer parses comes back as it was,
+    so the comparison it is made for reports the difference."""
+    try:
+        return json.loads(json.dumps(to_dict(from_dict(RunSettings, data))))
+    except ConfigError:
+        return data
 
 
 def numeric_settings(cls: type = RunSettings, where: str = "") -> dict[str, tuple[type, float, float]]:

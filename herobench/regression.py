@@ -45,7 +45,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from herobench.config import from_dict, to_dict
+from herobench.config import from_dict, recorded_settings, to_dict
 from herobench.errors import HerobenchError
 
 FORMAT = 1
@@ -267,6 +267,14 @@ def _settings_without_seed(settings) -> dict:
     return d
 
 
+def _reference_settings(stored: Mapping) -> dict:
+    """A reference cell's settings as today's herobench writes them (keys added since take their defaults:
+    a reference made before ``precision`` existed is fp32)."""
+    d = recorded_settings({**stored, "seed": 0})
+    d.pop("seed", None)
+    return d
+
+
 def _relative(path: Path) -> str:
     """``path`` relative to the working directory when inside it (no machine paths in the reference)."""
     try:
@@ -397,9 +405,16 @@ def check(spec, reference: dict, out: Path, jobs: int, echo=print) -> list[Row]:
         if entry is None:
             raise HerobenchError(f"the reference has no cell {key}; run `python -m herobench.regression --update`")
         want = _settings_without_seed(cell.settings)
-        if entry["settings"] != want:
+        have = _reference_settings(entry["settings"])
+        precisions = want.get("precision", "fp32"), have.get("precision", "fp32")
+        if precisions[0] != precisions[1]:
+            raise HerobenchError(
+                f"cell {key}: precision {precisions[0]} against a {precisions[1]} reference; a "
+                "bf16 run is its own determinism class (other images): check it against a reference made in "
+                "the same precision (--update --reference other.json), never the fp32 one")
+        if have != want:
             raise HerobenchError(f"cell {key}: the grid's settings differ from the reference's "
-                                 f"({settings_diff(want, entry['settings'], ('grid', 'reference'))}); run --update")
+                                 f"({settings_diff(want, have, ('grid', 'reference'))}); run --update")
     fingerprint = (reference.get("model") or {}).get("fingerprint")
     if fingerprint and fingerprint != model_fingerprint(resolve_model(grid_cells[0].settings.model)):
         echo("note: the model differs from the one the reference was made with; moved curves may come from it")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -18,6 +19,9 @@ from herobench.core.ddim import ddim_step_mean, ddim_step_with_logprob
 from herobench.core.pipeline import SDComponents
 from herobench.errors import ConfigError, HerobenchError
 from herobench.types import Rollout
+
+Precision = Literal["fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,11 @@ class Generator:
     The components must already be on ``device`` (``load_components(path, device, dtype)``); the
     UNet is shared, so adding or training LoRA on ``components.unet`` changes what this samples.
     The only state besides the components is the ``unet_seconds`` counter.
+
+    ``precision="bf16"`` runs every UNet call (sampling, log-prob recomputation and so its backward) under
+    ``torch.autocast(bfloat16)``: an opt-in fast path with its own determinism class (its images differ from
+    fp32's); the UNet's output is cast back to ``dtype`` before the DDIM step. ``"fp32"`` (default) changes
+    nothing.
     """
 
     def __init__(
@@ -66,9 +75,12 @@ class Generator:
         sampler: SamplerConfig = SamplerConfig(),
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        precision: Precision = "fp32",
     ):
         from diffusers import DDIMScheduler
 
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.components = components
         self.sampler = sampler
         self.device = torch.device(device)
@@ -82,6 +94,7 @@ class Generator:
         self.scheduler = DDIMScheduler.from_config(components.scheduler.config)
         self.scheduler.set_timesteps(sampler.steps)
         self.unet_seconds = 0.0  # wall time inside UNet forward calls (benchmarks)
+        self.precision = precision
 
     # ------------------------------------------------------------------ shapes and text
     @property
@@ -125,7 +138,11 @@ class Generator:
     def _unet(self, x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """One timed UNet forward."""
         start = time.perf_counter()
-        out = self.components.unet(x, t, encoder_hidden_states=emb, return_dict=False)[0]
+        # "bf16": the UNet's matmuls and convolutions (forward, and so backward) in bfloat16 under autocast;
+        # its output, the DDIM step, log-probs and every trained weight stay in self.dtype (issue 30)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            out = self.components.unet(x, t, encoder_hidden_states=emb, return_dict=False)[0]
+        out = out.to(x.dtype)
         if x.device.type == "cuda":
             torch.cuda.synchronize(x.device)
         self.unet_seconds += time.perf_counter() - start

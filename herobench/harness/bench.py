@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from herobench.config import RunSettings, apply_overrides, from_dict, load_toml, to_dict
+from herobench.config import RunSettings, apply_overrides, from_dict, load_toml, recorded_settings, to_dict
 from herobench.errors import ConfigError, HerobenchError
 
 GRID_AXES = ("task", "method", "seed")
@@ -209,6 +209,7 @@ def cell_status(cell: Cell, out: Path) -> CellStatus:
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise HerobenchError(f"{config}: unreadable run config ({e}); delete the folder to rerun the cell") from None
     want = json.loads(json.dumps(to_dict(cell.settings)))
+    saved = recorded_settings(saved)  # (a folder made before a setting existed has its default)
     if saved != want:
         diff = settings_diff(want, saved)
         raise HerobenchError(

@@ -22,7 +22,14 @@ import pandas as pd
 
 from herobench.errors import HerobenchError, UnknownNameError
 from herobench.harness.plots import curves_figure, plot_curves  # noqa: F401 (re-exported)
-from herobench.harness.report_runs import CURVE_KEYS, PANEL_KEYS, Selection, read_run, select_runs  # noqa: F401
+from herobench.harness.report_runs import (  # noqa: F401
+    CURVE_KEYS,
+    PANEL_KEYS,
+    Selection,
+    read_run,
+    same_class,
+    select_runs,
+)
 from herobench.harness.report_targets import (  # noqa: F401 (re-exported)
     TARGET_COLUMNS,
     first_reach,
@@ -32,7 +39,7 @@ from herobench.harness.report_targets import (  # noqa: F401 (re-exported)
 from herobench.stats import binom_two_sided, paired
 
 RUN_COLUMNS = [
-    "run", "path", "task", "method", "seed", "model", "profile", "budget_labels",
+    "run", "path", "task", "method", "precision", "seed", "model", "profile", "budget_labels",
     "labels", "iteration", "prompt_set", "success_rate", "lo", "hi", "n_images",
     "unreadable_rate", "mean_score", "pixel_diversity", "attr_entropy_mean",
 ]  # fmt: skip
@@ -122,7 +129,7 @@ def _per_image(parsed: Parsed) -> dict[tuple, list[bool]]:
 
 def paired_frame(parsed: Parsed) -> pd.DataFrame:
     """Per-image comparisons of every evaluation point on the same images (same evaluation settings,
-    sampler and model; runs whose method draws its own evaluation noise only against themselves):
+    sampler, model and precision; runs whose method draws its own evaluation noise only against themselves):
 
     * ``reference = "start"``: against the run's own evaluation at 0 labels (the untrained model);
     * ``"pretrained"``: against the ``pretrained`` method's evaluation (any seed: its images are the same);
@@ -134,19 +141,20 @@ def paired_frame(parsed: Parsed) -> pd.DataFrame:
     images = _per_image(parsed)
     pretrained = {}
     for key, bits in images.items():
-        if key[5] == "pretrained":
+        if key[5] == same_class("pretrained", key[5]):
             pretrained.setdefault((*key[:5],), bits)
     rows = []
     for key, bits in sorted(images.items(), key=lambda kv: kv[0][1:]):
         eval_key, task, model, profile, prompt_set, method, seed, labels = key
-        panel = (eval_key, task, model, profile, prompt_set)
+        panel = (eval_key, task, model, profile, prompt_set)  # (eval_key holds the precision: one class)
+        hero = same_class("hero", method)
         refs = {"start": images.get((*panel, method, seed, 0)),
                 "pretrained": pretrained.get(panel),
-                "hero": images.get((*panel, "hero", seed, labels))}
-        if labels == 0 or method == "pretrained":
+                "hero": images.get((*panel, hero, seed, labels))}
+        if labels == 0 or method == same_class("pretrained", method):
             continue
         for name, ref in refs.items():
-            if ref is None or len(ref) != len(bits) or (name == "hero" and method == "hero"):
+            if ref is None or len(ref) != len(bits) or (name == "hero" and method == hero):
                 continue
             r = paired(ref, bits)
             rows.append({"task": task, "model": model, "profile": profile, "prompt_set": prompt_set,
@@ -223,6 +231,7 @@ def aggregate_frame(df: pd.DataFrame, at_labels: int, references: Sequence[str] 
             rows.append(base | {"reference": "", "p_improvement": np.nan, "p_improvement_lo": np.nan,
                                 "p_improvement_hi": np.nan})
             for ref in references:
+                ref = same_class(ref, method)  # a bf16 run against bf16 references only
                 common = sorted(set(tasks) & set(by_method.get(ref, {}))) if ref != method else []
                 if not common:
                     continue

@@ -13,6 +13,8 @@ Rules (what a researcher re-running a command expects):
   the reason;
 * a run without ``summary.json`` (stopped, or still running) is **used** up to its last evaluation and named
   ("incomplete");
+* a run with ``precision = "bf16"`` is reported under its own method name (``hero [bf16]``,
+  :func:`method_label`), never averaged or paired with fp32 runs;
 * two or more folders holding the same ``(task, model, profile, method, seed)`` are **duplicates**: when
   their settings agree apart from the label budget (a re-run), the one that got furthest is used (complete
   before incomplete, then most labels evaluated, then the newest ``config.json``) and the others are named as
@@ -35,6 +37,20 @@ CURVE_KEYS = [*PANEL_KEYS, "method"]  # one curve each (its seeds averaged)
 SEED_KEYS = ("task", "model", "profile", "method", "seed")  # one run per such key in a report
 
 
+def method_label(method: str, precision: str) -> str:
+    """The name a run's method has in a report: ``hero`` for fp32 (the default), ``hero [bf16]`` for the
+    opt-in bf16 fast path. Its images differ from fp32's, so its runs are their own determinism class: their
+    own rows, curves and seeds, and paired only with runs of the same precision (``eval_key``)."""
+    return method if precision == "fp32" else f"{method} [{precision}]"
+
+
+def same_class(reference: str, method: str) -> str:
+    """The reference method (``hero``, ``pretrained``) of ``method``'s determinism class: ``hero [bf16]``
+    for ``ddpo [bf16]``, ``hero`` for ``ddpo``."""
+    i = method.find(" [")
+    return reference if i < 0 else reference + method[i:]
+
+
 def read_run(path: Path) -> tuple[dict, list[tuple[int, dict]]]:
     """A run's identity (``run``, ``task``, ``method``, ``seed``, ... and its raw ``settings``) and its
     ``evals.jsonl`` lines as ``(line number, record)``.
@@ -50,11 +66,13 @@ def read_run(path: Path) -> tuple[dict, list[tuple[int, dict]]]:
     try:
         config = json.loads(run.config_json.read_text(encoding="utf-8"))
         settings = config["settings"]
+        precision = str(settings.get("precision", "fp32"))  # (runs recorded before issue 30 ran fp32)
         base = {
             "run": run.path.name,
             "path": str(run.path),
             "task": str(settings["task"]),
-            "method": str(settings["method"]),
+            "method": method_label(str(settings["method"]), precision),
+            "precision": precision,
             "seed": int(settings.get("seed", 0)),
             "model": str(settings.get("model", "glyphworld")),
             # the runner records the profile it resolved (a task without "default" uses its first one)
@@ -65,7 +83,7 @@ def read_run(path: Path) -> tuple[dict, list[tuple[int, dict]]]:
             "budget_labels": settings.get("budget_labels"),
             # what makes two runs' evaluation images the same images (paired comparisons)
             "eval_key": json.dumps([settings.get("eval"), config.get("sampler"), str(config.get("model")),
-                                    bool((config.get("method") or {}).get("custom_eval_noise"))],
+                                    bool((config.get("method") or {}).get("custom_eval_noise")), precision],
                                    sort_keys=True, default=str),
             "settings": dict(settings),
         }

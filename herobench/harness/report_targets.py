@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from herobench.harness.report_runs import CURVE_KEYS
+from herobench.harness.report_runs import CURVE_KEYS, same_class
 
 
 def first_reach(df: pd.DataFrame, target: float) -> pd.DataFrame:
@@ -144,10 +144,11 @@ def labels_ratio(df: pd.DataFrame, target: float, reference: str = "hero", n_boo
     panel_keys = CURVE_KEYS[:-1]
     rows = []
     for key, panel in per_run.groupby(panel_keys, sort=True):
-        ref = panel[panel["method"] == reference]
-        if ref.empty:
-            continue
-        for method, runs in panel[panel["method"] != reference].groupby("method", sort=True):
-            rows.append({**dict(zip(panel_keys, key)), "target": target, "method": method, "reference": reference,
+        for method, runs in panel.groupby("method", sort=True):
+            name = same_class(reference, method)  # a bf16 run against the bf16 reference only
+            ref = panel[panel["method"] == name]
+            if method == name or ref.empty:
+                continue
+            rows.append({**dict(zip(panel_keys, key)), "target": target, "method": method, "reference": name,
                          **_ratio_row(runs, ref, rng, n_boot, alpha)})
     return pd.DataFrame(rows, columns=RATIO_COLUMNS)

@@ -109,7 +109,8 @@ def build(settings: RunSettings, run_dir: RunDir, phases: Progress, accelerator=
     device = settings.device if accelerator is None else accelerator.device
     phases.line(f"loading the model {model_dir} ({backend}, on {device})")
     components = load_components(model_dir, device=str(device), dtype=torch.float32)
-    gen = Generator(components, sampler_for(settings, model_dir), device=device, dtype=torch.float32)
+    gen = Generator(components, sampler_for(settings, model_dir), device=device, dtype=torch.float32,
+                    precision=settings.precision)
     method.setup(gen, dict(settings.method_options), settings.seed, accelerator=accelerator)
     human = settings.rater.kind == "human"
     rater: Rater | None = None if human else SimulatedRater(  # (a person's page is built last, below)

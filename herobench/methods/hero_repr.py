@@ -34,13 +34,52 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from herobench.methods.flat_adam import flat_adam
+
 TripletSampling = Literal["all_pairs", "sampled"]
 TripletDistance = Literal["pairwise", "official"]
 
 
+class _ChannelsLastPool2(torch.autograd.Function):
+    """2×2 max-pooling of an NCHW tensor through torch's channels-last kernel, forward and backward, NCHW in
+    and out (a plain ``.contiguous(channels_last)`` would hand its backward a channels-last gradient, and the
+    ReLU's and convolution's backward are slower on it than the pool gains)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        y, indices = torch.ops.aten.max_pool2d_with_indices(x_cl, [2, 2], [2, 2])
+        ctx.save_for_backward(x_cl, indices)
+        ctx.mark_non_differentiable(indices)
+        return y.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        x_cl, indices = ctx.saved_tensors
+        grad_cl = grad.contiguous(memory_format=torch.channels_last)
+        g = torch.ops.aten.max_pool2d_with_indices_backward(grad_cl, x_cl, [2, 2], [2, 2], [0, 0], [1, 1], False,
+                                                            indices)
+        return g.contiguous()
+
+
+class ChannelsLastMaxPool(nn.Module):
+    """``nn.MaxPool2d(2)`` computed with torch's channels-last kernel, NCHW in and out.
+
+    Why: torch's NCHW max-pool kernel on CPU is slow on HERO's small maps (the first layer's ``B×8×16×16``
+    pool took most of the step's pooling time); the channels-last kernel, copies included, takes about
+    half as long (``benchmarks/bench_encoder_step.py``). A maximum is exact, the windows do not overlap
+    and the gradient goes to the same (first) maximum, so values and gradients are bit-identical to
+    ``nn.MaxPool2d(2)``'s; the next convolution still sees NCHW (its rounding is unchanged).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _ChannelsLastPool2.apply(x)
+
+
 class HeroEncoder(nn.Module):
     """HERO's latent encoder: three 3×3 convs (4→8→16→32, padding 1), each ReLU + 2×2 max-pool, then
-    flatten, linear to ``feature_dim`` and ReLU.
+    flatten, linear to ``feature_dim`` and ReLU. The first two pools are :class:`ChannelsLastMaxPool`
+    (the same numbers, faster); the last, on ``B×32×(h/4)×(w/4)``, is plain (the copies cost more there).
 
     Args:
         in_channels: latent channels ``C`` (4 for SD).
@@ -60,8 +99,9 @@ class HeroEncoder(nn.Module):
             raise ValueError(f"latent size must be at least 8×8 for three 2×2 poolings, got {h}×{w}")
         layers: list[nn.Module] = []
         channels = (in_channels, 8, 16, 32)
-        for c_in, c_out in zip(channels[:-1], channels[1:]):
-            layers += [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
+            pool = ChannelsLastMaxPool() if i < 2 else nn.MaxPool2d(2)
+            layers += [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1), nn.ReLU(), pool]
         self.convs = nn.Sequential(*layers)
         self.fc = nn.Linear(32 * (h // 8) * (w // 8), feature_dim)
         self.feature_dim = feature_dim
@@ -204,24 +244,32 @@ def _fit_triplets(encoder, head, optimizer, x: torch.Tensor, n_pos: int, n_neg: 
 
     def loss_on(z: torch.Tensor, pi: torch.Tensor, ni: torch.Tensor) -> torch.Tensor:
         anchor, p, n = z[:1], z[1 : 1 + n_pos], z[1 + n_pos :]
-        return triplet_loss(anchor, p[pi.to(device)], n[ni.to(device)], margin, distance)
+        return triplet_loss(anchor, p[pi], n[ni], margin, distance)
 
+    def on_device(pair: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return pair[0].to(device), pair[1].to(device)
+
+    # all pairs are the same every epoch: built once (a step is overhead-bound, issue 30); "sampled" draws
+    # each epoch's from ``rng``, in the same order as before
+    all_pairs = on_device(triplet_indices(n_pos, n_neg, "all_pairs", 0, None))
     encoder.train()
     head.train()
-    for epoch in range(epochs):
-        pi, ni = triplet_indices(n_pos, n_neg, triplets, n_draws, rng)
-        loss = loss_on(head(encoder(x)), pi, ni)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if epoch == 0:
-            stats["repr_loss_start"] = float(loss.detach())
+    with flat_adam(optimizer) as steps:  # torch's CPU Adam on one flat tensor: the same numbers, faster
+        for epoch in range(epochs):
+            if triplets == "all_pairs":
+                pi, ni = all_pairs
+            else:
+                pi, ni = on_device(triplet_indices(n_pos, n_neg, triplets, n_draws, rng))
+            loss = loss_on(head(encoder(x)), pi, ni)
+            steps.zero_grad()
+            loss.backward()
+            steps.step()
+            if epoch == 0:
+                stats["repr_loss_start"] = float(loss.detach())
     encoder.eval()
     head.eval()
     with torch.no_grad():
-        stats["repr_loss_end"] = float(
-            loss_on(head(encoder(x)), *triplet_indices(n_pos, n_neg, "all_pairs", 0, None))
-        )
+        stats["repr_loss_end"] = float(loss_on(head(encoder(x)), *all_pairs))
     return stats
 
 
