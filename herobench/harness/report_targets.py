@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from herobench.harness.report_runs import CURVE_KEYS, same_class
+from herobench.stats import stratified_bootstrap_ci
 
 
 def first_reach(df: pd.DataFrame, target: float) -> pd.DataFrame:
@@ -95,9 +96,9 @@ def _censored_labels(df: pd.DataFrame, target: float) -> pd.DataFrame:
     return per_run
 
 
-def _ratio_row(a: pd.DataFrame, b: pd.DataFrame, rng, n_boot: int, alpha: float) -> dict:
-    """Ratio of mean labels, method ``a`` over reference ``b``, with a stratified bootstrap interval (each
-    method's seeds resampled on their own). Censored runs enter at their last label count, which makes the
+def _ratio_row(a: pd.DataFrame, b: pd.DataFrame, n_boot: int, level: float, seed: int) -> dict:
+    """Ratio of mean labels, method ``a`` over reference ``b``, with a stratified bootstrap interval
+    (:func:`herobench.stats.stratified_bootstrap_ci`: each method's seeds resampled on their own). Censored runs enter at their last label count, which makes the
     ratio a bound: ``lower`` when only ``a`` has censored runs, ``upper`` when only ``b`` has."""
     usable = {"crossed", "never"}
     row = {"n_runs": len(a), "n_reached": int((a["status"] == "crossed").sum()), "ref_runs": len(b),
@@ -117,9 +118,8 @@ def _ratio_row(a: pd.DataFrame, b: pd.DataFrame, rng, n_boot: int, alpha: float)
         side = "method" if a_cens else "reference"
         row["note"] = f"{side} runs that never reached it count at their last label count: the ratio is a bound"
     if len(x) > 1 and len(y) > 1:
-        bx = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
-        by = y[rng.integers(0, len(y), size=(n_boot, len(y)))].mean(axis=1)
-        row["ci_lo"], row["ci_hi"] = (float(q) for q in np.quantile(bx / by, [alpha, 1 - alpha]))
+        row["ci_lo"], row["ci_hi"] = stratified_bootstrap_ci(
+            lambda a, b: np.mean(a[0]) / np.mean(b[0]), [[list(x)], [list(y)]], reps=n_boot, seed=seed, level=level)
     else:
         row["note"] = (row["note"] + "; " if row["note"] else "") + "one seed on a side: no interval"
     return row
@@ -139,8 +139,6 @@ def labels_ratio(df: pd.DataFrame, target: float, reference: str = "hero", n_boo
         Columns :data:`RATIO_COLUMNS`; empty when no panel has the reference method.
     """
     per_run = _censored_labels(df, target)
-    rng = np.random.default_rng(seed)
-    alpha = (1.0 - ci) / 2
     panel_keys = CURVE_KEYS[:-1]
     rows = []
     for key, panel in per_run.groupby(panel_keys, sort=True):
@@ -150,5 +148,5 @@ def labels_ratio(df: pd.DataFrame, target: float, reference: str = "hero", n_boo
             if method == name or ref.empty:
                 continue
             rows.append({**dict(zip(panel_keys, key)), "target": target, "method": method, "reference": name,
-                         **_ratio_row(runs, ref, rng, n_boot, alpha)})
+                         **_ratio_row(runs, ref, n_boot, ci, seed)})
     return pd.DataFrame(rows, columns=RATIO_COLUMNS)
