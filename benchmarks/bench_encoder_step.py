@@ -26,17 +26,18 @@ Candidates (``--only`` picks some; ``a+b`` combines features):
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as herobench's CLI: idle OpenMP threads sleep (set before torch)
-import torch  # noqa: E402
-from torch import nn
+from herobench.openmp import choose_wait_policy
 
-from herobench.methods.flat_adam import flat_adam
-from herobench.methods.hero import build_representation
-from herobench.methods.hero_repr import _fit_triplets, triplet_indices, triplet_loss
+choose_wait_policy()  # as herobench's CLI: how idle OpenMP threads wait (set before torch)
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from herobench.methods.flat_adam import flat_adam  # noqa: E402
+from herobench.methods.hero import build_representation  # noqa: E402
+from herobench.methods.hero_repr import _fit_triplets, triplet_indices, triplet_loss  # noqa: E402
 
 FEATURES = ("base", "hoisted", "pool", "flat_adam", "herobench", "foreach", "fused", "channels_last", "bf16",
             "compile")

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import sys
@@ -40,7 +39,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as herobench's CLI: idle OpenMP threads sleep (set before torch)
+from herobench import openmp
+
+openmp.choose_wait_policy()  # as herobench's CLI: how idle OpenMP threads wait (set before torch)
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -277,8 +278,9 @@ def main() -> None:
     iters, iter_s = len(timed["rows"]), timed["seconds"]
 
     print(f"model:        {what}")
-    print(f"device:       {args.device} | torch threads {torch.get_num_threads()} | sampler {gen.sampler.steps} "
-          f"steps, eta {gen.sampler.eta}, CFG {gen.sampler.guidance_scale} | precision {args.precision}")
+    print(f"device:       {args.device} | torch threads {torch.get_num_threads()} ({openmp.describe()}) | sampler "
+          f"{gen.sampler.steps} steps, eta {gen.sampler.eta}, CFG {gen.sampler.guidance_scale} | precision "
+          f"{args.precision}")
     print(f"run:          hand/hero, batch {args.batch}, {iters} iteration(s), {run.labels_done} labels, "
           f"encoder epochs {run.method.options.encoder_epochs}" + (", rater.flip_rate 0.5 (tiny model)" if tiny else ""))
     print(f"setup:        {setup_s:.2f} s (load model, LoRA, run folder)\n")

@@ -14,13 +14,14 @@ far bf16 moves the results: the images whose verdict differs at 0 labels on the 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as herobench's CLI: idle OpenMP threads sleep (set before torch)
+from herobench.openmp import choose_wait_policy
+
+choose_wait_policy()  # as herobench's CLI: how idle OpenMP threads wait (set before torch)
 import torch  # noqa: E402
 
 PARTS = ("sampling", "encoder training + rewards", "PPO update", "iteration")

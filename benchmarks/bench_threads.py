@@ -22,6 +22,11 @@ SETTINGS = {  # name -> environment
     "1 thread": {"OMP_NUM_THREADS": "1"},
     "2 threads": {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": ""},
     "2 threads, OMP_WAIT_POLICY=PASSIVE": {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"},
+    # libgomp's spin before a thread sleeps (GOMP_SPINCOUNT overrides the policy's: PASSIVE 0, unset 300000)
+    "2 threads, GOMP_SPINCOUNT=30000": {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE",
+                                        "GOMP_SPINCOUNT": "30000"},
+    "2 threads, GOMP_SPINCOUNT=100000": {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE",
+                                         "GOMP_SPINCOUNT": "100000"},
 }
 
 

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
-# OpenMP threads that wait for work sleep instead of spinning: on cores shared with other work, spinning
-# made 2 threads 12-17x slower than 1; passive waiting 1.0-1.75x (docs/PERFORMANCE.md).
-# Read once when torch's OpenMP runtime starts, so it is set here, before anything imports torch.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# How idle OpenMP threads wait (sleep at once on a busy machine, spin briefly on an idle one): read once when
+# torch's OpenMP runtime starts, so it is chosen here, before anything imports torch (herobench/openmp.py).
+from herobench.openmp import choose_wait_policy
+
+choose_wait_policy()
 
 import click  # noqa: E402
 
-from herobench import __version__
-from herobench.errors import HerobenchError, os_error_message
+from herobench import __version__  # noqa: E402
+from herobench.errors import HerobenchError, os_error_message  # noqa: E402
 
 EXAMPLES = """
 \b
@@ -107,9 +107,9 @@ def ls_cmd(what: str) -> None:
 @click.option("--resume", type=click.Path(path_type=Path), default=None, help="continue a killed run folder")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads [default: every core; on --resume the run's recorded count]. Idle "
-                   "OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE unless set), so other work on the cores "
-                   "costs little; use 1 on cores heavily shared (docs/PERFORMANCE.md). Recorded in config.json: "
-                   "image bytes depend on it")
+                   "OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE; a short GOMP_SPINCOUNT when the machine is "
+                   "idle at start; unless either is set), so other work on the cores costs little; use 1 on "
+                   "cores heavily shared (docs/PERFORMANCE.md). Recorded in config.json: image bytes depend on it")
 @click.option("--quiet/--progress", "quiet", default=None,
               help="no progress lines or bar / show them on a non-terminal too [default: shown on a terminal]")
 @click.option("--log-with", "log_with", multiple=True, metavar="tensorboard|wandb|mlflow",

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from herobench import openmp
 from herobench.errors import HerobenchError
 
 log = logging.getLogger(__name__)
@@ -340,6 +341,7 @@ def environment_info() -> dict[str, Any]:
         # learned (HERO) reproduce only on the same CPU capability
         info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
         info["threads"] = torch.get_num_threads()
+        info["openmp_wait"] = openmp.describe()  # speed only: how idle threads wait changes no number
         info["cuda"] = torch.version.cuda
         info["device_name"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return info
