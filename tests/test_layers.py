@@ -16,7 +16,7 @@ PACKAGE = ROOT / "herobench"
 # top-level modules the whole tree stands on (contracts, files, settings); "herobench" is the package's
 # __init__ (its version)
 FOUNDATION = {"herobench", "types", "errors", "paths", "config", "registry", "tasks", "modelcard", "ledgerfile",
-              "stats"}
+              "stats", "openmp"}
 # the entry points, above everything: the CLI, `herobench ls`, the CI regression
 ENTRY = {"cli", "catalog", "regression"}
 SUBPACKAGES = {"core", "methods", "glyphworld", "oracles", "harness"}
