@@ -18,13 +18,16 @@ import subprocess
 import sys
 import time
 
+from herobench.openmp import SHORT_SPIN  # no torch import: the parent process never loads torch
+
 SETTINGS = {  # name -> environment
     "1 thread": {"OMP_NUM_THREADS": "1"},
     "2 threads": {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": ""},
     "2 threads, OMP_WAIT_POLICY=PASSIVE": {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"},
     # libgomp's spin before a thread sleeps (GOMP_SPINCOUNT overrides the policy's: PASSIVE 0, unset 300000)
-    "2 threads, GOMP_SPINCOUNT=30000": {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE",
-                                        "GOMP_SPINCOUNT": "30000"},
+    f"2 threads, GOMP_SPINCOUNT={SHORT_SPIN} (herobench when idle)": {"OMP_NUM_THREADS": "2",
+                                                                   "OMP_WAIT_POLICY": "PASSIVE",
+                                                                   "GOMP_SPINCOUNT": SHORT_SPIN},
     "2 threads, GOMP_SPINCOUNT=100000": {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE",
                                          "GOMP_SPINCOUNT": "100000"},
 }
