@@ -329,7 +329,11 @@ def validate_cmd(task: str) -> None:
               help="success rate for labels_to_target.csv (repeatable; the first is drawn on the plots): the "
                    "labels at which each curve first crosses it from below, mean over seeds with a bootstrap "
                    "interval (none from one seed)")
-def report_cmd(run_dirs, out, targets):
+@click.option("--keep-records", is_flag=True,
+              help="also copy what the report reads of each run (config.json, evals.jsonl, summary.json; no "
+                   "checkpoints, labels or images) to OUT/records/, so the report can be made again, and "
+                   "extended with new runs, where the run folders are gone: report OUT/records/* runs/new-*")
+def report_cmd(run_dirs, out, targets, keep_records):
     """Merge run folders into a tidy table (CSV), tables.md and success-vs-labels plots (PNG).
 
     One run per seed: folders holding the same task, method and seed (a re-run makes hand-hero-s0-2) are
@@ -341,7 +345,8 @@ def report_cmd(run_dirs, out, targets):
     """
     from herobench.harness.report import write_report
 
-    written = write_report(list(run_dirs), out, targets=tuple(targets), echo=lambda m: click.echo(m, err=True))
+    written = write_report(list(run_dirs), out, targets=tuple(targets), echo=lambda m: click.echo(m, err=True),
+                           keep=keep_records)
     for p in written.values():
         click.echo(f"wrote {p}")
 

@@ -32,6 +32,7 @@ FAST = {  # small settings so that a learn call takes well under a second
     "enhanced": {},
     "dreambooth": {"steps_per_iteration": 2, "train_batch": 2},
     "diffusion-nft": {},
+    "diffusion-nft-8steps": {},
     "diffusion-kto": {"steps_per_iteration": 2, "train_batch": 2},
     "grpo": {},
     "reward-model": {"classifier_steps": 5},

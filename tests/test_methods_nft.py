@@ -224,6 +224,17 @@ def test_no_kl_skips_the_reference_and_a_zero_decay_samples_theta(tiny_sd_v_dir)
     assert all(torch.equal(p, t) for p, t in zip(lora_parameters(gen.components.unet), nft.theta))
 
 
+def test_the_8steps_variant_is_the_officials_steps_per_batch_knob(tiny_sd_dir):
+    variant = METHODS.get("diffusion-nft-8steps")()
+    assert variant.resolve_options({}).steps_per_batch == 8
+    assert variant.resolve_options({}) == METHODS.get("diffusion-nft")().resolve_options({"steps_per_batch": 8})
+    gen = make_gen(tiny_sd_dir)
+    variant.setup(gen, {"kl_beta": 0.0, "timestep_fraction": 0.25}, seed=0)
+    stats = variant.learn(sample(gen), Feedback(good=GOOD), torch.Generator().manual_seed(1))
+    # 4 images split 8 ways: 4 non-empty steps of one image each (an empty split takes no step)
+    assert stats["nft_optimizer_steps"] == 4.0 and variant.step == 4
+
+
 def test_resume_from_state_equals_uninterrupted_learning(tiny_sd_dir, tmp_path):
     batches = [(sample(make_gen(tiny_sd_dir), seed), Feedback(good=g)) for seed, g in
                ((0, GOOD), (1, (False, False, True, True)))]

@@ -71,6 +71,7 @@ OPTIONS = {
     "pretrained": {},
     "enhanced": {},
 }
+OPTIONS["diffusion-nft-8steps"] = OPTIONS["diffusion-nft"] | {"steps_per_batch": 8}
 
 
 def pg(lr: float, k: int, samples_per_step: int = 8, early_fraction: float = 1.0) -> dict:

@@ -229,3 +229,50 @@ def test_a_seed_that_stopped_early_shows_in_the_seed_count(tmp_path):
             make_run(tmp_path, "b", seed=1, curve=[(0, 0.5), (64, 0.55)], budget=128, complete=False)]
     fig = curves_figure(load_runs(runs), title="hand")
     assert fig.legends[0].get_texts()[0].get_text() == "hero (1–2 seeds)"
+
+
+# ------------------------------------------------------------------------------------------ kept records
+
+
+def test_kept_records_make_the_same_report_without_the_run_folders_and_grow_with_new_runs(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "results"
+    make_run(runs, "hand-hero-s0", curve=((0, 0.1), (64, 0.3)))
+    make_run(runs, "hand-pretrained-s0", method="pretrained", curve=((0, 0.1),), budget=0)
+    # checkpoints/ (RunDir.create makes it) is what a record must not carry
+    (runs / "hand-hero-s0" / "checkpoints" / "step.ckpt").write_bytes(b"x" * 100)
+    r = CliRunner().invoke(main, ["report", str(runs / "hand-hero-s0"), str(runs / "hand-pretrained-s0"),
+                                  "--out", str(out), "--keep-records"])
+    assert r.exit_code == 0, r.output
+    first = (out / "runs.csv").read_text()
+    record = out / "records" / "hand-hero-s0"
+    assert sorted(p.name for p in record.iterdir()) == ["config.json", "evals.jsonl", "summary.json"]
+    assert record.joinpath("evals.jsonl").read_bytes() == (runs / "hand-hero-s0" / "evals.jsonl").read_bytes()
+
+    import shutil
+
+    shutil.rmtree(runs)  # a new machine: only the committed results folder is left
+    make_run(runs, "hand-hero-s1", seed=1, curve=((0, 0.1), (64, 0.5)))
+    records = sorted(str(p) for p in (out / "records").iterdir())
+    r = CliRunner().invoke(main, ["report", *records, str(runs / "hand-hero-s1"), "--out", str(out),
+                                  "--keep-records"])
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(out / "runs.csv")
+    assert sorted(set(df["seed"][df["method"] == "hero"])) == [0, 1]
+    old = pd.read_csv(pd.io.common.StringIO(first))
+    both = df[df["seed"] == 0].drop(columns=["run", "path"], errors="ignore").reset_index(drop=True)
+    assert both.equals(old.drop(columns=["run", "path"], errors="ignore").reset_index(drop=True))
+    assert (out / "records" / "hand-hero-s1" / "summary.json").is_file()
+
+
+def test_a_record_of_a_run_left_out_is_kept_and_named_and_name_clashes_are_refused(tmp_path):
+    out = tmp_path / "results"
+    a = make_run(tmp_path / "a", "hand-hero-s0")
+    make_run(tmp_path / "a", "old-run", seed=5)
+    write_report([a, tmp_path / "a" / "old-run"], out, keep=True, echo=lambda m: None)
+    notes = []
+    write_report([a], out, keep=True, echo=notes.append)
+    assert any("records/old-run" in n and "not deleted" in n for n in notes)
+    assert (out / "records" / "old-run" / "config.json").is_file()
+    b = make_run(tmp_path / "b", "hand-hero-s0", task="counting")
+    with pytest.raises(HerobenchError, match="same folder name 'hand-hero-s0'"):
+        write_report([a, b], out, keep=True, echo=lambda m: None)

@@ -26,6 +26,7 @@ from herobench.harness.report_runs import (  # noqa: F401
     CURVE_KEYS,
     PANEL_KEYS,
     Selection,
+    keep_records,
     read_run,
     same_class,
     select_runs,
@@ -432,7 +433,7 @@ def _stderr(line: str) -> None:
 
 def write_report(
     run_dirs: Iterable[str | Path], out_dir: str | Path | None = None, targets: Sequence[float] = (),
-    echo: Callable[[str], None] = _stderr,
+    echo: Callable[[str], None] = _stderr, keep: bool = False,
 ) -> dict[str, Path]:
     """Write ``runs.csv`` (tidy), ``curves.csv``, ``curves_<task>.png`` per task, ``tables.md`` (the
     paper-style tables), ``paired.csv`` (:func:`paired_frame`, when the runs recorded per-image verdicts),
@@ -443,7 +444,8 @@ def write_report(
 
     ``out_dir`` None: :func:`default_out_dir`. Folders are chosen by
     :func:`herobench.harness.report_runs.select_runs` (one run per seed, skipped folders named); each of its
-    lines goes to ``echo`` and into ``tables.md``.
+    lines goes to ``echo`` and into ``tables.md``. ``keep``: also copy what the report read of each run
+    to ``<out>/records/`` (:func:`herobench.harness.report_runs.keep_records`).
 
     Returns:
         name -> path of every file written.
@@ -461,6 +463,9 @@ def write_report(
     for note in selection.notes:
         echo(note)
     out.mkdir(parents=True, exist_ok=True)
+    if keep:
+        for note in keep_records(selection.parsed, out):
+            echo(note)
     return _write_files(selection, out, targets)
 
 

@@ -25,7 +25,9 @@ Rules (what a researcher re-running a command expects):
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import os
+import shutil
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -225,3 +227,42 @@ def select_runs(run_dirs: Iterable[str | Path], out_dir: str | Path | None = Non
         raise HerobenchError(f"none of the {len(run_dirs)} given folder(s) holds a run with evaluations"
                              + (f" ({sel.notes[0]})" if sel.notes else ""))
     return sel
+
+
+RECORDS_DIR = "records"
+RECORD_FILES = ("config.json", "evals.jsonl", "summary.json")  # all a report reads of a run
+
+
+def keep_records(parsed: Sequence[tuple[dict, list]], out: Path) -> list[str]:
+    """Copy what a report reads of each run it uses (``RECORD_FILES``; no checkpoints, labels or images)
+    to ``<out>/records/<run folder name>/``, so a committed results folder can be reported again, and
+    extended with new runs, on a machine where the run folders are gone:
+    ``herobench report <out>/records/* runs/new-* --out <out> --keep-records``.
+
+    A record that is itself one of the inputs is left as it is; a record of a run not in this report is
+    kept, and named in the returned lines (nothing recorded is deleted).
+
+    Raises:
+        HerobenchError: two runs of the report have the same folder name (their records would collide).
+    """
+    folder = out / RECORDS_DIR
+    names: dict[str, str] = {}
+    for base, _lines in parsed:
+        name, src = base["run"], Path(base["path"])
+        if name in names:
+            raise HerobenchError(f"--keep-records: {names[name]} and {src} have the same folder name "
+                                 f"'{name}'; rename one of them")
+        names[name] = str(src)
+        dest = folder / name
+        if dest.exists() and dest.resolve() == src.resolve():
+            continue
+        dest.mkdir(parents=True, exist_ok=True)
+        for file in RECORD_FILES:
+            if (src / file).is_file():
+                tmp = dest / f".{file}.tmp"
+                shutil.copy2(src / file, tmp)
+                os.replace(tmp, dest / file)
+            elif (dest / file).exists():  # (a record of a finished run, replaced by an unfinished one)
+                (dest / file).unlink()
+    stale = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in names) if folder.is_dir() else []
+    return [f"kept {folder / s}: a record of a run not in this report (not deleted)" for s in stale]

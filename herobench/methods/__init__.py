@@ -20,6 +20,9 @@ diffusion-kto  scalar    Diffusion-KTO: KT utility of per-image labels vs the in
 grpo           scalar    GRPO (Flow-GRPO, DanceGRPO): group advantages, PPO clip, KL to the initial model
 reward-model   scalar    a classifier fit on every label so far; its P(good) is DDPO's reward (RLHF)
 =============  ========  ==================================================================
+
+``diffusion-nft-8steps`` (scalar) is DiffusionNFT with its batch split into 8 optimizer steps (its own
+``steps_per_batch``): as many steps per label as DDPO and HERO take, at the same compute.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ METHODS.register("pretrained", PretrainedMethod)
 METHODS.register("enhanced", EnhancedMethod)
 METHODS.register("dreambooth", DreamBoothMethod)
 METHODS.register("diffusion-nft", DiffusionNFTMethod)
+METHODS.register(
+    "diffusion-nft-8steps", partial(DiffusionNFTMethod, name="diffusion-nft-8steps", fixed={"steps_per_batch": 8})
+)
 METHODS.register("diffusion-kto", DiffusionKTOMethod)
 METHODS.register("grpo", GRPOMethod)
 METHODS.register("reward-model", RewardModelMethod)
@@ -74,6 +80,9 @@ DESCRIPTIONS = {
     "dreambooth": "DreamBooth-style supervised LoRA finetuning on the good images",
     "diffusion-nft": "DiffusionNFT: a denoising loss on the forward process contrasting implicit positive and "
                      "negative policies, no likelihoods (Zheng et al., ICLR 2026; protocol scalar)",
+    "diffusion-nft-8steps": "DiffusionNFT with its batch split into 8 optimizer steps (the official "
+                            "steps_per_batch knob, 2 in its OCR config): as many steps per label as DDPO, the "
+                            "same compute (variant)",
     "diffusion-kto": "Diffusion-KTO: a Kahneman-Tversky utility of per-image good/bad labels against the "
                      "initial model, no pairs (Li et al., NeurIPS 2024; protocol scalar)",
     "grpo": "GRPO: group-normalised advantages, PPO clip, KL to the initial model "
