@@ -49,13 +49,28 @@ def test_guard_metrics_mean_over_attributes():
     g = guard_metrics(torch.rand(2, 3, 4, 4), ["p", "p"], [_v(colour="a", n=1), _v(colour="b", n=1)])
     assert g["attr_entropy"] == {"colour": 1.0, "n": 0.0} and g["attr_entropy_mean"] == 0.5
     assert g["pixel_diversity"] > 0
+    assert math.isnan(g["success_diversity"])  # no successful image, so no pair of them
+
+
+def test_success_diversity_is_the_pixel_diversity_of_the_successes_only():
+    """Concentrating on the success mode drops ``pixel_diversity`` (the failures' variety is gone) but not
+    ``success_diversity``; successes that become one image drop both."""
+    a, b, c = torch.zeros(3, 4, 4), torch.ones(3, 4, 4), torch.full((3, 4, 4), 0.5)
+    good, bad = Verdict(success=True, score=1.0, reason="ok"), Verdict(success=False, score=0.0, reason="no")
+    g = guard_metrics(torch.stack([a, b, c, a]), ["p"] * 4, [good, bad, good, good])
+    # successes a, c, a: pairs (a,c) 0.5, (a,a) 0, (c,a) 0.5 -> 1/3; all four images: 3 / 6 pairs
+    assert g["success_diversity"] == pytest.approx(1 / 3, abs=1e-6)
+    assert g["pixel_diversity"] == pytest.approx((0.5 + 0 + 1 + 1 + 0.5 + 0.5) / 6, abs=1e-6)
+    assert guard_metrics(torch.stack([a, a, b]), ["p"] * 3, [good, good, bad])["success_diversity"] == 0.0
+    # per prompt: a success alone under its prompt has no pair
+    assert math.isnan(guard_metrics(torch.stack([a, b]), ["p", "q"], [good, good])["success_diversity"])
 
 
 def test_every_evaluation_row_has_its_guards(tiny_world, tmp_path):  # noqa: F811
     path, _ = run(settings(tiny_world, task="counting", method="pretrained", budget_labels=0), out=tmp_path,
                   progress=False)
     for e in read_jsonl(path / "evals.jsonl"):
-        assert e["pixel_diversity"] > 0 and isinstance(e["attr_entropy"], dict)
+        assert e["pixel_diversity"] > 0 and isinstance(e["attr_entropy"], dict) and "success_diversity" in e
         readable = round(e["n"] * (1 - e["unreadable_rate"]))
         assert bool(e["attr_entropy"]) == (readable > 0)  # counts of cups, apples ... on readable images
         if readable:

@@ -115,13 +115,20 @@ def pixel_diversity(images: torch.Tensor, prompts: Sequence[str]) -> float:
 
 
 def guard_metrics(images: torch.Tensor, prompts: Sequence[str], verdicts: Sequence[Verdict]) -> dict:
-    """Diversity guards reported beside success (issue 25): ``pixel_diversity`` (:func:`pixel_diversity`)
-    and ``attr_entropy`` (:func:`attribute_entropy`, a dict; its mean over attributes as
-    ``attr_entropy_mean``). Quality is ``summarise``'s ``unreadable_rate``."""
+    """Diversity guards reported beside success (issue 25): ``pixel_diversity`` (:func:`pixel_diversity`),
+    ``success_diversity`` (the same among each prompt's successful images only) and ``attr_entropy``
+    (:func:`attribute_entropy`, a dict; its mean over attributes as ``attr_entropy_mean``). Quality is
+    ``summarise``'s ``unreadable_rate``.
+
+    A method that gains success loses the failures' variety, so ``pixel_diversity`` falls even when nothing
+    collapses; ``success_diversity`` separates the two: it stays near the untrained model's when the method
+    only moved images into the success mode, and falls towards 0 when its successes become one image."""
     entropy = attribute_entropy(verdicts)
     mean = round(sum(entropy.values()) / len(entropy), 4) if entropy else float("nan")
-    return {"pixel_diversity": pixel_diversity(images, prompts), "attr_entropy": entropy,
-            "attr_entropy_mean": mean}
+    good = [i for i, v in enumerate(verdicts) if v.success]
+    return {"pixel_diversity": pixel_diversity(images, prompts),
+            "success_diversity": pixel_diversity(images[good], [prompts[i] for i in good]),
+            "attr_entropy": entropy, "attr_entropy_mean": mean}
 
 
 def successes_of(row: dict) -> list[bool] | None:

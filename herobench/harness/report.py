@@ -42,9 +42,9 @@ from herobench.stats import binom_two_sided, paired
 RUN_COLUMNS = [
     "run", "path", "task", "method", "precision", "seed", "model", "profile", "budget_labels",
     "labels", "iteration", "prompt_set", "success_rate", "lo", "hi", "n_images",
-    "unreadable_rate", "mean_score", "pixel_diversity", "attr_entropy_mean",
+    "unreadable_rate", "mean_score", "pixel_diversity", "success_diversity", "attr_entropy_mean",
 ]  # fmt: skip
-GUARD_COLUMNS = ("unreadable_rate", "pixel_diversity", "attr_entropy_mean")  # beside success (issue 25, item 3)
+GUARD_COLUMNS = ("unreadable_rate", "pixel_diversity", "success_diversity", "attr_entropy_mean")  # issue 25, 3
 PROMPT_COLUMNS = [
     "run", "path", "task", "method", "seed", "model", "profile",
     "labels", "prompt_set", "prompt", "n", "successes", "unreadable",
@@ -71,6 +71,7 @@ def _runs_frame(parsed: Parsed) -> pd.DataFrame:
             "unreadable_rate": ev.get("unreadable_rate", np.nan),
             "mean_score": ev.get("mean_score", np.nan),
             "pixel_diversity": ev.get("pixel_diversity", np.nan),  # NaN for rows written before the guards
+            "success_diversity": ev.get("success_diversity", np.nan),
             "attr_entropy_mean": ev.get("attr_entropy_mean", np.nan),
         }
         for base, lines in parsed
@@ -78,7 +79,7 @@ def _runs_frame(parsed: Parsed) -> pd.DataFrame:
     ]
     df = pd.DataFrame(rows, columns=RUN_COLUMNS)
     for col in ("lo", "hi", "n_images", "unreadable_rate", "mean_score", "success_rate", "pixel_diversity",
-                "attr_entropy_mean"):
+                "success_diversity", "attr_entropy_mean"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     for col in ("seed", "labels"):
         df[col] = df[col].astype(int)
@@ -368,15 +369,16 @@ def paper_table(df: pd.DataFrame, at_labels: int, prompt_set: str = "eval") -> s
 
 def guard_table(df: pd.DataFrame, prompt_set: str = "eval") -> str:
     """Per task and method, at each run's last evaluation on ``prompt_set``: success beside the guard
-    metrics (unreadable rate, pixel diversity within a prompt, mean entropy in bits of the oracle's parsed
-    attributes), each the mean over seeds. A method that gains success by collapsing its images shows a
-    falling diversity or entropy in the same row; ``—`` where the runs predate the guards."""
+    metrics (unreadable rate, pixel diversity within a prompt, the same among the successful images, mean
+    entropy in bits of the oracle's parsed attributes), each the mean over seeds. A method that gains success
+    by collapsing its images shows a falling diversity or entropy in the same row; ``—`` where the runs
+    predate a guard."""
     d = df[df["prompt_set"] == prompt_set]
     if d.empty:
         return f"(no evaluations on the '{prompt_set}' prompts)"
     last = d.sort_values("labels").groupby("path", sort=True).tail(1)
-    lines = ["| task | method | labels | success | unreadable | pixel diversity | attribute entropy (bits) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| task | method | labels | success | unreadable | pixel diversity | among successes "
+             "| attribute entropy (bits) |", "|---|---|---|---|---|---|---|---|"]
     for (task, method), g in last.groupby(["task", "method"], sort=True):
         cells = [f"{g[c].mean():.3f}" if g[c].notna().any() else "—" for c in ("success_rate", *GUARD_COLUMNS)]
         lines.append(f"| {task} | {method} | {int(g['labels'].max())} | " + " | ".join(cells) + " |")
