@@ -58,7 +58,7 @@ def test_success_diversity_is_the_pixel_diversity_of_the_successes_only():
     a, b, c = torch.zeros(3, 4, 4), torch.ones(3, 4, 4), torch.full((3, 4, 4), 0.5)
     good, bad = Verdict(success=True, score=1.0, reason="ok"), Verdict(success=False, score=0.0, reason="no")
     g = guard_metrics(torch.stack([a, b, c, a]), ["p"] * 4, [good, bad, good, good])
-    # successes a, c, a: pairs (a,c) 0.5, (a,a) 0, (c,a) 0.5 -> 1/3; all four images: 3 / 6 pairs
+    # successes a, c, a: pairs (a,c) 0.5, (a,a) 0, (c,a) 0.5 -> 1/3; all four images: 3.5 over 6 pairs
     assert g["success_diversity"] == pytest.approx(1 / 3, abs=1e-6)
     assert g["pixel_diversity"] == pytest.approx((0.5 + 0 + 1 + 1 + 0.5 + 0.5) / 6, abs=1e-6)
     assert guard_metrics(torch.stack([a, a, b]), ["p"] * 3, [good, good, bad])["success_diversity"] == 0.0
