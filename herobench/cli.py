@@ -376,10 +376,15 @@ def report_cmd(run_dirs, out, targets, keep_records):
 @click.option("--submitit-folder", type=click.Path(path_type=Path), default=None,
               help="submitit: job scripts and logs [default: OUT/.submitit]")
 @click.option("--shard", default=None, metavar="i/N", help="run only shard i of N (a deterministic split of the cells)")
+@click.option("--only", "only_cells", multiple=True, metavar="GLOB",
+              help="run only the cells whose folder name matches (repeatable), e.g. 'narcissus-hero-s*'")
+@click.option("--records", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="copy each finished cell's record (config, evaluations, summary) to RECORDS/<cell>/ at once")
 @click.option("--log-with", "log_with", multiple=True, metavar="tensorboard|wandb|mlflow",
               help="mirror each cell's train/eval logs to this tracker (repeatable)")
 def bench_cmd(grid, out, jobs, overrides, dry_run, no_report, gpus, executor, ray_address, cpus_per_cell,
-              gpus_per_cell, slurm_partition, slurm_time, submitit_cluster, submitit_folder, shard, log_with):
+              gpus_per_cell, slurm_partition, slurm_time, submitit_cluster, submitit_folder, shard, only_cells,
+              records, log_with):
     """Run a grid of tasks x methods x seeds (a TOML grid file), one run folder per cell.
 
     Finished cells are skipped and killed ones resumed, so rerunning the command completes a grid.
@@ -395,6 +400,7 @@ def bench_cmd(grid, out, jobs, overrides, dry_run, no_report, gpus, executor, ra
       herobench bench benchmarks/grids/glyphworld.toml --executor submitit --slurm-partition gpu \\
           --gpus-per-cell 1 --set device=cuda --out /shared/runs
       herobench bench benchmarks/grids/glyphworld.toml --shard 2/4 --out /shared/runs   # machine 2 of 4
+      herobench bench benchmarks/grids/table2_v3.toml --only 'narcissus-*' --records results/x/records
     """
     from herobench.harness.bench import bench, parse_shard
     from herobench.harness.executors import ExecutorOptions
@@ -415,7 +421,8 @@ def bench_cmd(grid, out, jobs, overrides, dry_run, no_report, gpus, executor, ra
         raise click.UsageError("--gpus pins local workers; with --executor ray/submitit use --gpus-per-cell")
     results = bench(grid, out, jobs=jobs, overrides=list(overrides), dry_run=dry_run, report=not no_report,
                     gpus=gpu_list, echo=click.echo, executor=options,
-                    shard=parse_shard(shard) if shard is not None else None, log_with=log_names)
+                    shard=parse_shard(shard) if shard is not None else None, log_with=log_names,
+                    only_cells=only_cells, records=records)
     if any(r.status == "failed" for r in results):
         sys.exit(1)
 

@@ -156,6 +156,53 @@ def test_grid_runs_skips_resumes_and_refuses_other_settings(tiny_world, tmp_path
         bench(grid, out, overrides=["budget_labels=12"], echo=lines.append)
 
 
+def test_only_runs_the_matching_cells_and_records_each_as_it_finishes(tiny_world, tmp_path):
+    grid = write_grid(tmp_path, tiny_world, methods=("hero", "pretrained"), seeds=(0, 1))
+    out, records = tmp_path / "out", tmp_path / "results" / "records"
+    lines: list[str] = []
+    results = bench(grid, out, echo=lines.append, report=False, only_cells=["hand-pretrained-*", "hand-hero-s1"],
+                    records=records)
+    assert [(r.name, r.status) for r in results] == [("hand-hero-s1", "done"), ("hand-pretrained-s0", "done"),
+                                                   ("hand-pretrained-s1", "done")]
+    assert "= 3 of 4 cells" in lines[0]
+    assert not (out / "hand-hero-s0").exists()  # the rest of the grid is not touched
+    assert sorted(p.name for p in records.iterdir()) == ["hand-hero-s1", "hand-pretrained-s0", "hand-pretrained-s1"]
+    for name in ("hand-hero-s1", "hand-pretrained-s0"):  # what a report reads, byte for byte; no labels or images
+        assert sorted(p.name for p in (records / name).iterdir()) == ["config.json", "evals.jsonl", "summary.json"]
+        for file in ("config.json", "evals.jsonl", "summary.json"):
+            assert (records / name / file).read_bytes() == (out / name / file).read_bytes()
+    # the records alone report, where the run folders are gone
+    shutil.rmtree(out)
+    res = CliRunner().invoke(main, ["report", *map(str, sorted(records.iterdir())), "--out", str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    runs_csv = (tmp_path / "rep" / "runs.csv").read_text()
+    assert "hand-hero-s1" in runs_csv and "hand-pretrained-s1" in runs_csv
+
+
+def test_only_with_a_pattern_matching_no_cell_is_one_error(tmp_path):
+    res = CliRunner().invoke(main, ["bench", str(GRIDS / "table2_v3.toml"), "--dry-run", "--out", str(tmp_path / "o"),
+                                    "--only", "narcissus-hero-s*", "--only", "narcisus-*"])
+    assert res.exit_code != 0
+    assert "--only 'narcisus-*' matches none of the grid's 192 cells" in res.output
+
+
+def test_save_record_refuses_an_unfinished_run_and_names_an_unwritable_folder(tmp_path):
+    from herobench.harness.grid_select import save_record
+
+    run = tmp_path / "hand-hero-s0"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    with pytest.raises(HerobenchError, match="not finished"):
+        save_record(run, tmp_path / "records")
+    assert not (tmp_path / "records").exists()
+    (run / "summary.json").write_text("{}")
+    (tmp_path / "file").write_text("x")  # a file where the records folder should be
+    with pytest.raises(HerobenchError, match="--records: cannot write"):
+        save_record(run, tmp_path / "file")
+    assert save_record(run, tmp_path / "records") == tmp_path / "records" / "hand-hero-s0"
+    assert (tmp_path / "records" / "hand-hero-s0" / "summary.json").read_text() == "{}"
+
+
 def test_a_failing_cell_does_not_stop_the_grid(tiny_world, tmp_path):
     # well-typed options that only the method's setup refuses: the cell fails when it runs
     grid = write_grid(tmp_path, tiny_world, methods=("ddpo", "pretrained"),

@@ -57,6 +57,7 @@ from typing import Any, Literal
 
 from herobench.config import RunSettings, apply_overrides, from_dict, load_toml, recorded_settings, to_dict
 from herobench.errors import ConfigError, HerobenchError
+from herobench.harness.grid_select import only, parse_shard, save_record, shard_of
 
 GRID_AXES = ("task", "method", "seed")
 
@@ -428,27 +429,6 @@ def _run_workers(todo: Sequence[Cell], out: Path, jobs: int, gpus: Sequence[str]
             raise
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"2/4"`` -> ``(2, 4)``: shard 2 of 4 (1-based).
-
-    Raises:
-        HerobenchError: anything but ``i/N`` with ``1 <= i <= N``."""
-    i, sep, n = text.partition("/")
-    if not (sep and i.strip().isdigit() and n.strip().isdigit() and 1 <= int(i) <= int(n)):
-        raise HerobenchError(f"--shard must be i/N with 1 <= i <= N, e.g. 1/4 (got '{text}')")
-    return int(i), int(n)
-
-
-def shard_of(items: Sequence, shard: tuple[int, int] | None) -> list:
-    """Shard ``i`` of ``N``: items ``i-1, i-1+N, i-1+2N, ...`` of the grid order. Round robin rather than
-    blocks, so every shard gets a share of each task and method (their costs differ a lot); it depends on
-    the grid alone, so N machines given 1/N .. N/N run every cell once between them."""
-    if shard is None:
-        return list(items)
-    i, n = shard
-    return [x for k, x in enumerate(items) if k % n == i - 1]
-
-
 def describe(result: CellResult) -> str:
     """One line per finished cell."""
     if result.status == "failed":
@@ -484,11 +464,14 @@ def plan(spec: GridSpec, out: str | Path, seeds: Sequence[int] | None = None) ->
 def bench(grid_path: str | Path, out: str | Path, jobs: int = 1, overrides: Sequence[str] = (),
           dry_run: bool = False, report: bool = True, seeds: Sequence[int] | None = None,
           gpus: Sequence[str] = (), echo: Callable[[str], None] = print, executor=None,
-          shard: tuple[int, int] | None = None, log_with: Sequence[str] = ()) -> list[CellResult]:
+          shard: tuple[int, int] | None = None, log_with: Sequence[str] = (), only_cells: Sequence[str] = (),
+          records: str | Path | None = None) -> list[CellResult]:
     """The Python API behind ``herobench bench``: plan, run (unless ``dry_run``) and report.
 
     ``executor``: :class:`herobench.harness.executors.ExecutorOptions` (None: local workers);
-    ``shard``: ``(i, N)``, run only shard i of N (:func:`shard_of`); ``log_with``: tracker names.
+    ``shard``: ``(i, N)``, run only shard i of N (:func:`shard_of`); ``log_with``: tracker names;
+    ``only_cells``: cell-name patterns (:func:`herobench.harness.grid_select.only`), applied before the shard;
+    ``records``: copy each finished cell's record there (:func:`herobench.harness.grid_select.save_record`).
 
     Returns:
         One result per cell of the shard, in grid order (empty for a dry run).
@@ -499,9 +482,10 @@ def bench(grid_path: str | Path, out: str | Path, jobs: int = 1, overrides: Sequ
     spec = load_grid(grid_path, overrides)
     out = Path(out)
     every = plan(spec, out, seeds)
-    rows = shard_of(every, shard)
+    rows = shard_of(only(every, only_cells, lambda row: row[0].name), shard)
     n_seeds = len(seeds) if seeds is not None else len(spec.grid.seeds)
-    part = f"shard {shard[0]}/{shard[1]}: {len(rows)} of {len(every)}" if shard else f"{len(rows)}"
+    part = f"{len(rows)} of {len(every)}" if shard or only_cells else f"{len(rows)}"
+    part = f"shard {shard[0]}/{shard[1]}: {part}" if shard else part
     echo(plan_line(f"grid {grid_path}", spec, rows, out, n_seeds, part))
     if dry_run:
         for cell, status, labels in rows:
@@ -509,7 +493,7 @@ def bench(grid_path: str | Path, out: str | Path, jobs: int = 1, overrides: Sequ
         return []
     results, _ = run_planned(spec, rows, out, {"grid": str(grid_path), "overrides": list(overrides)},
                              every=[c for c, _, _ in every], jobs=jobs, report=report, gpus=gpus, echo=echo,
-                             executor=executor, log_with=log_with)
+                             executor=executor, log_with=log_with, records=records)
     return results
 
 
@@ -527,10 +511,12 @@ def plan_line(what: str, spec: GridSpec, rows: Sequence[tuple[Cell, str, int]], 
 def run_planned(spec: GridSpec, rows: Sequence[tuple[Cell, str, int]], out: str | Path, source: dict[str, Any],
                 every: Sequence[Cell] | None = None, jobs: int = 1, report: bool = True, gpus: Sequence[str] = (),
                 echo: Callable[[str], None] = print, executor=None,
-                log_with: Sequence[str] = ()) -> tuple[list[CellResult], dict[str, Path]]:
+                log_with: Sequence[str] = (), records: str | Path | None = None
+                ) -> tuple[list[CellResult], dict[str, Path]]:
     """Run the :func:`plan`'s ``rows`` (one progress line each), then merge every finished cell of the
     grid (``every``, default the rows' cells) into ``OUT/report``. ``source`` (e.g. the grid file and its
-    overrides) goes into ``OUT/bench.json``; the other arguments are :func:`bench`'s.
+    overrides) goes into ``OUT/bench.json``; the other arguments are :func:`bench`'s. A record that cannot
+    be saved is a line in the progress, not a failed grid (the run folder still holds it).
 
     Returns:
         (one result per row in grid order, the report's name -> path; empty without a report)."""
@@ -549,6 +535,11 @@ def run_planned(spec: GridSpec, rows: Sequence[tuple[Cell, str, int]], out: str 
         nonlocal finished
         finished += 1
         echo(f"[{finished}/{total}] {describe(r)}")
+        if records is not None and r.status in ("done", "skipped"):
+            try:
+                echo(f"      record -> {save_record(r.path, records)}")
+            except HerobenchError as e:
+                echo(f"      record NOT saved: {e}")
 
     results = run_cells([c for c, _, _ in rows], out, jobs, progress, gpus=gpus, executor=executor,
                         log_with=log_with)

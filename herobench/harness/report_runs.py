@@ -233,6 +233,19 @@ RECORDS_DIR = "records"
 RECORD_FILES = ("config.json", "evals.jsonl", "summary.json")  # all a report reads of a run
 
 
+def copy_record(src: Path, dest: Path) -> None:
+    """``RECORD_FILES`` of run folder ``src`` into ``dest`` (made), each file replaced atomically; a file
+    ``src`` lacks is removed from ``dest`` (a record of a finished run, replaced by an unfinished one)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for file in RECORD_FILES:
+        if (src / file).is_file():
+            tmp = dest / f".{file}.tmp"
+            shutil.copy2(src / file, tmp)
+            os.replace(tmp, dest / file)
+        elif (dest / file).exists():
+            (dest / file).unlink()
+
+
 def keep_records(parsed: Sequence[tuple[dict, list]], out: Path) -> list[str]:
     """Copy what a report reads of each run it uses (``RECORD_FILES``; no checkpoints, labels or images)
     to ``<out>/records/<run folder name>/``, so a committed results folder can be reported again, and
@@ -256,13 +269,6 @@ def keep_records(parsed: Sequence[tuple[dict, list]], out: Path) -> list[str]:
         dest = folder / name
         if dest.exists() and dest.resolve() == src.resolve():
             continue
-        dest.mkdir(parents=True, exist_ok=True)
-        for file in RECORD_FILES:
-            if (src / file).is_file():
-                tmp = dest / f".{file}.tmp"
-                shutil.copy2(src / file, tmp)
-                os.replace(tmp, dest / file)
-            elif (dest / file).exists():  # (a record of a finished run, replaced by an unfinished one)
-                (dest / file).unlink()
+        copy_record(src, dest)
     stale = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in names) if folder.is_dir() else []
     return [f"kept {folder / s}: a record of a run not in this report (not deleted)" for s in stale]
