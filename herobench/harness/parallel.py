@@ -8,6 +8,7 @@ tests/test_data_parallel_run.py check that N processes give the one-process rows
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -25,7 +26,21 @@ def accelerator_for(device: str):
         return None
     from accelerate import Accelerator
 
-    return Accelerator(cpu=torch.device(device).type == "cpu" or not torch.cuda.is_available())
+    acc = Accelerator(cpu=torch.device(device).type == "cpu" or not torch.cuda.is_available())
+    atexit.unregister(leave_process_group)  # a process that prepares several runs registers it once
+    atexit.register(leave_process_group)
+    return acc
+
+
+def leave_process_group() -> None:
+    """Destroy the process group while the interpreter is still whole. Left to interpreter teardown,
+    gloo's worker threads may still hold tensors whose release needs the GIL, and the process ends in
+    ``terminate called without an active exception`` (SIGABRT, a non-zero exit after a finished run;
+    pytorch/pytorch#190489). Idempotent."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def from_main(obj, acc):
