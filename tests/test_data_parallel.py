@@ -182,3 +182,17 @@ def test_two_processes_take_the_one_process_step(tiny_sd_v_dir, tmp_path):
 
 if __name__ == "__main__":
     _worker(int(sys.argv[1]), Path(sys.argv[2]))
+
+
+def test_leave_process_group_destroys_it_once(tmp_path):
+    """``accelerator_for`` registers ``leave_process_group`` at exit: a process left with its gloo group at
+    interpreter teardown may abort (``terminate called without an active exception``) after a finished run."""
+    import torch.distributed as dist
+
+    from herobench.harness.parallel import leave_process_group
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    leave_process_group()
+    assert not dist.is_initialized()
+    leave_process_group()  # idempotent: a second call (a second registration, a user's own call) does nothing
