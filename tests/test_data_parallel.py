@@ -180,10 +180,6 @@ def test_two_processes_take_the_one_process_step(tiny_sd_v_dir, tmp_path):
                 assert abs(got - want) <= tol * max(1.0, abs(want)), (case, key, got, want)
 
 
-if __name__ == "__main__":
-    _worker(int(sys.argv[1]), Path(sys.argv[2]))
-
-
 def test_leave_process_group_destroys_it_once(tmp_path):
     """``accelerator_for`` registers ``leave_process_group`` at exit: a process left with its gloo group at
     interpreter teardown may abort (``terminate called without an active exception``) after a finished run."""
@@ -196,3 +192,7 @@ def test_leave_process_group_destroys_it_once(tmp_path):
     leave_process_group()
     assert not dist.is_initialized()
     leave_process_group()  # idempotent: a second call (a second registration, a user's own call) does nothing
+
+
+if __name__ == "__main__":
+    _worker(int(sys.argv[1]), Path(sys.argv[2]))
