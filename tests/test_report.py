@@ -241,11 +241,12 @@ def test_malformed_per_prompt_is_named(tmp_path):
         load_prompt_counts([bad])
 
 
-def _run_with_images(root, name, method, seed, bits_by_labels, eval_seed=10000):
+def _run_with_images(root, name, method, seed, bits_by_labels, eval_seed=10000, cpu=None):
     rd = RunDir(root / name).create()
     settings = {"task": "blue-rose", "method": method, "seed": seed, "budget_labels": 64,
                 "eval": {"n_images": 8, "seed": eval_seed}}
-    write_json_atomic(rd.config_json, {"settings": settings, "sampler": {"steps": 50}, "environment": {}})
+    environment = {} if cpu is None else {"cpu_capability": cpu}
+    write_json_atomic(rd.config_json, {"settings": settings, "sampler": {"steps": 50}, "environment": environment})
     for labels, bits in bits_by_labels:
         append_jsonl(rd.evals, {"labels": labels, "prompt_set": "eval", "success_rate": bits.count("1") / len(bits),
                                 "n": len(bits), "successes": bits})  # fmt: skip
@@ -275,6 +276,35 @@ def test_paired_csv_counts_images_gained_and_lost(tmp_path):
     assert set(d3po.reference) == {"start"}  # its own start only: the others' images are not its images
     written = write_report(runs, tmp_path / "report")
     assert "paired.csv" in written and "+7/−1" in written["tables.md"].read_text()
+
+
+def test_runs_on_two_cpu_capabilities_are_marked_and_their_rounding_noise_measured(tmp_path):
+    from herobench.harness.report import _read_run, cpu_notes, paired_frame
+
+    runs = [  # the untrained model's images on AVX2 differ from AVX512's on 1 of 8 (rounding)
+        _run_with_images(tmp_path, "br-hero-s0", "hero", 0, [(0, "00001111"), (64, "01111111")], cpu="AVX512"),
+        _run_with_images(tmp_path, "br-hero-s1", "hero", 1, [(0, "00001111"), (64, "00111111")], cpu="AVX512"),
+        _run_with_images(tmp_path, "br-ddpo-s0", "ddpo", 0, [(0, "00001111"), (64, "11100111")], cpu="AVX2"),
+        _run_with_images(tmp_path, "br-ddpo-s1", "ddpo", 1, [(0, "00001111"), (64, "11111111")], cpu="AVX2"),
+        _run_with_images(tmp_path, "br-grpo-s0", "grpo", 0, [(0, "10001111"), (64, "11111111")], cpu="AVX2"),
+        _run_with_images(tmp_path, "br-grpo-s1", "grpo", 1, [(0, "00001111"), (64, "11111111")], cpu="AVX512"),
+    ]
+    parsed = [_read_run(p) for p in runs]
+    df = paired_frame(parsed)
+    ddpo = df[(df.method == "ddpo") & (df.seed == 0)].set_index("reference")
+    assert bool(ddpo.loc["start", "same_cpu"]) and not bool(ddpo.loc["hero", "same_cpu"])
+    grpo = df[(df.method == "grpo") & (df.reference == "hero")].set_index("seed")
+    assert not bool(grpo.loc[0, "same_cpu"]) and bool(grpo.loc[1, "same_cpu"]) and not bool(grpo.loc[-1, "same_cpu"])
+    # 6 starts, 3 per capability: AVX512 x AVX512 3 pairs agree, AVX2 x AVX2 3 pairs of which grpo-s0 differs
+    # from both ddpo starts by 1 image; across, 9 pairs of which the 3 with grpo-s0 differ by 1
+    (line,) = cpu_notes(parsed)
+    assert "AVX2 and AVX512" in line and "across capabilities on 3 of 72 image pairs (4.2%)" in line
+    assert "on one capability on 2 of 48." in line
+    tables = write_report(runs, tmp_path / "report")["tables.md"].read_text()
+    assert "## CPU capabilities" in tables and " ‡" in tables
+    same = [_read_run(p) for p in runs[:2]]
+    assert cpu_notes(same) == [] and "## CPU capabilities" not in write_report(runs[:2], tmp_path / "r2")[
+        "tables.md"].read_text()
 
 
 def test_aggregates_iqm_and_probability_of_improvement(runs, tmp_path):

@@ -43,6 +43,7 @@ RUN_COLUMNS = [
     "run", "path", "task", "method", "precision", "seed", "model", "profile", "budget_labels",
     "labels", "iteration", "prompt_set", "success_rate", "lo", "hi", "n_images",
     "unreadable_rate", "mean_score", "pixel_diversity", "success_diversity", "attr_entropy_mean",
+    "cpu_capability",
 ]  # fmt: skip
 GUARD_COLUMNS = ("unreadable_rate", "pixel_diversity", "success_diversity", "attr_entropy_mean")  # issue 25, 3
 PROMPT_COLUMNS = [
@@ -110,23 +111,24 @@ def _prompts_frame(parsed: Parsed) -> pd.DataFrame:
 
 PAIRED_COLUMNS = [
     "task", "model", "profile", "prompt_set", "method", "seed", "labels", "reference", "n",
-    "success_reference", "success", "gained", "lost", "p_mcnemar",
+    "success_reference", "success", "gained", "lost", "p_mcnemar", "same_cpu",
 ]  # fmt: skip
 
 
-def _per_image(parsed: Parsed) -> dict[tuple, list[bool]]:
-    """``(eval_key, panel keys..., method, seed, labels) -> successes`` of every row that recorded them."""
+def _per_image(parsed: Parsed) -> tuple[dict[tuple, list[bool]], dict[tuple, str]]:
+    """``(eval_key, panel keys..., method, seed, labels) -> successes`` of every row that recorded them, and
+    the same keys' run's CPU capability."""
     from herobench.harness.evaluate import successes_of
 
-    out = {}
+    out, cpu = {}, {}
     for base, lines in parsed:
         for _number, ev in lines:
             bits = successes_of(ev)
             if bits is not None:
                 key = (base["eval_key"], base["task"], base["model"], base["profile"],
                        str(ev.get("prompt_set", "eval")), base["method"], base["seed"], int(ev["labels"]))
-                out[key] = bits
-    return out
+                out[key], cpu[key] = bits, base.get("cpu_capability", "unknown")
+    return out, cpu
 
 
 def paired_frame(parsed: Parsed) -> pd.DataFrame:
@@ -140,29 +142,29 @@ def paired_frame(parsed: Parsed) -> pd.DataFrame:
     ``gained`` = bad in the reference and good here, ``lost`` the reverse, ``p_mcnemar`` McNemar's exact
     two-sided p-value. Also one ``seed = -1`` row per (method, labels, reference) pooling the discordant
     counts over seeds (the Mantel–Haenszel test for matched pairs, each seed a stratum)."""
-    images = _per_image(parsed)
+    images, cpu = _per_image(parsed)
     pretrained = {}
-    for key, bits in images.items():
+    for key in images:
         if key[5] == same_class("pretrained", key[5]):
-            pretrained.setdefault((*key[:5],), bits)
+            pretrained.setdefault((*key[:5],), key)
     rows = []
     for key, bits in sorted(images.items(), key=lambda kv: kv[0][1:]):
         eval_key, task, model, profile, prompt_set, method, seed, labels = key
         panel = (eval_key, task, model, profile, prompt_set)  # (eval_key holds the precision: one class)
         hero = same_class("hero", method)
-        refs = {"start": images.get((*panel, method, seed, 0)),
-                "pretrained": pretrained.get(panel),
-                "hero": images.get((*panel, hero, seed, labels))}
+        refs = {"start": (*panel, method, seed, 0), "pretrained": pretrained.get(panel),
+                "hero": (*panel, hero, seed, labels)}
         if labels == 0 or method == same_class("pretrained", method):
             continue
-        for name, ref in refs.items():
+        for name, ref_key in refs.items():
+            ref = images.get(ref_key) if ref_key is not None else None
             if ref is None or len(ref) != len(bits) or (name == "hero" and method == hero):
                 continue
             r = paired(ref, bits)
             rows.append({"task": task, "model": model, "profile": profile, "prompt_set": prompt_set,
                          "method": method, "seed": seed, "labels": labels, "reference": name, "n": r.n,
                          "success_reference": r.success_a, "success": r.success_b, "gained": r.gained,
-                         "lost": r.lost, "p_mcnemar": r.p})
+                         "lost": r.lost, "p_mcnemar": r.p, "same_cpu": cpu[ref_key] == cpu[key]})
     df = pd.DataFrame(rows, columns=PAIRED_COLUMNS)
     if df.empty:
         return df
@@ -175,9 +177,45 @@ def paired_frame(parsed: Parsed) -> pd.DataFrame:
         pooled.append({**dict(zip(group, keys)), "seed": -1, "n": int(g["n"].sum()),
                        "success_reference": float(g["success_reference"].mean()),
                        "success": float(g["success"].mean()), "gained": gained, "lost": lost,
-                       "p_mcnemar": binom_two_sided(gained, gained + lost)})
+                       "p_mcnemar": binom_two_sided(gained, gained + lost),
+                       "same_cpu": bool(g["same_cpu"].all())})
     df = pd.concat([df, pd.DataFrame(pooled, columns=PAIRED_COLUMNS)], ignore_index=True)
     return df.sort_values([*group[:5], "reference", "labels", "seed"], ignore_index=True)
+
+
+def cpu_notes(parsed: Parsed) -> list[str]:
+    """One line per evaluation panel whose runs ran on different CPU capabilities (AVX2, AVX512, ...).
+
+    The evaluation at 0 labels of every method that learns from zero-initialised LoRA weights, and of
+    ``pretrained``, is the untrained model on the shared evaluation noises: the same images up to rounding.
+    On one capability they agree image for image (the line says whether they did); across two, the images
+    where they disagree measure the rounding noise that every cross-capability pair carries (``same_cpu``
+    false in ``paired.csv``, ‡ in ``tables.md``). Methods that spend no labels but change the images
+    (``enhanced``) are left out."""
+    images, cpu = _per_image(parsed)
+    starts: dict[tuple, list[tuple[str, list[bool]]]] = {}
+    for key, bits in images.items():
+        method = key[5]
+        if key[7] == 0 and (method == same_class("pretrained", method) or _method_trains(method)):
+            starts.setdefault((*key[:5],), []).append((cpu[key], bits))
+    lines = []
+    for panel, runs in sorted(starts.items(), key=lambda kv: kv[0][1:]):
+        cpus = sorted({c for c, _ in runs})
+        if len(cpus) < 2:
+            continue
+        tally = {True: [0, 0], False: [0, 0]}  # same capability? -> [differing images, image pairs]
+        for i, (cpu_a, a) in enumerate(runs):
+            for cpu_b, b in runs[i + 1:]:
+                if len(a) == len(b):
+                    tally[cpu_a == cpu_b][0] += sum(x != y for x, y in zip(a, b))
+                    tally[cpu_a == cpu_b][1] += len(a)
+        _eval_key, task, _model, profile, prompt_set = panel
+        name = task if profile == "default" else f"{task} ({profile})"
+        (d, n), (dw, nw) = tally[False], tally[True]
+        lines.append(f"{name}, {prompt_set} prompts: runs on {' and '.join(cpus)}. The untrained model's "
+                     f"evaluations (every run's at 0 labels) disagree across capabilities on {d} of {n} image "
+                     f"pairs ({d / max(n, 1):.1%}), on one capability on {dw} of {nw}.")
+    return lines
 
 
 def paired_table(paired_df: pd.DataFrame) -> str:
@@ -197,7 +235,8 @@ def paired_table(paired_df: pd.DataFrame) -> str:
                 cells.append("—")
                 continue
             gained, lost = int(h["gained"].sum()), int(h["lost"].sum())
-            cells.append(f"+{gained}/−{lost} (p={binom_two_sided(gained, gained + lost):.2g})")
+            mark = "" if bool(h["same_cpu"].all()) else " ‡"
+            cells.append(f"+{gained}/−{lost} (p={binom_two_sided(gained, gained + lost):.2g}){mark}")
         name = task if profile == "default" else f"{task} ({profile})"
         seeds = g[(g["labels"] == at)]["seed"].nunique()
         lines.append(f"| {name} | {prompt_set} | {method} | {at} | {seeds} | {cells[0]} | {cells[1]} |")
@@ -398,10 +437,12 @@ def table_label_points(df: pd.DataFrame) -> list[int]:
 
 
 def write_tables(df: pd.DataFrame, path: str | Path, at_labels: Sequence[int] | None = None,
-                 paired_df: pd.DataFrame | None = None, notes: Sequence[str] = ()) -> Path:
+                 paired_df: pd.DataFrame | None = None, notes: Sequence[str] = (),
+                 cpu: Sequence[str] = ()) -> Path:
     """``tables.md``: :func:`paper_table` at each label count (default :func:`table_label_points`), then
-    :func:`paired_table` when ``paired_df`` is given, then ``notes`` (the run folders skipped, incomplete
-    or left out as duplicates, :func:`herobench.harness.report_runs.select_runs`)."""
+    :func:`paired_table` when ``paired_df`` is given, then ``cpu`` (:func:`cpu_notes`), then ``notes``
+    (the run folders skipped, incomplete or left out as duplicates,
+    :func:`herobench.harness.report_runs.select_runs`)."""
     parts = ["# Success rate at a label budget (HERO Table-2 layout)", "",
              "Mean (std over seeds) success on each task's evaluation prompts; n = runs (seeds). † = a seed "
              "stopped before its own budget: its last point is used (named under the table). Methods that "
@@ -414,8 +455,13 @@ def write_tables(df: pd.DataFrame, path: str | Path, at_labels: Sequence[int] | 
         parts += ["## Paired, image by image, at each method's last point", "",
                   "Images bad→good (+) and good→bad (−) on the same evaluation noises, summed over seeds, "
                   "against the run's own untrained start and against HERO (same seed); p = McNemar's exact "
-                  "test on the pooled discordant images (paired.csv has every seed and point).", "",
+                  "test on the pooled discordant images (paired.csv has every seed and point). ‡ = some "
+                  "pairs ran on different CPU capabilities (below).", "",
                   paired_table(paired_df), ""]
+    if cpu:
+        parts += ["## CPU capabilities", "", "Runs on different CPU kernels round differently, so on the same "
+                  "noises their images may differ before any training; how much:", "",
+                  *(f"- {n}" for n in cpu), ""]
     if notes:
         parts += ["## Run folders", "", *(f"- {n}" for n in notes), ""]
     path = Path(path)
@@ -489,7 +535,8 @@ def _write_files(selection: Selection, out: Path, targets: Sequence[float]) -> d
         written["aggregates.csv"] = out / "aggregates.csv"
         aggregates.to_csv(written["aggregates.csv"], index=False)
     pairs = paired_frame(parsed)
-    written["tables.md"] = write_tables(df, out / "tables.md", paired_df=pairs, notes=selection.notes)
+    written["tables.md"] = write_tables(df, out / "tables.md", paired_df=pairs, notes=selection.notes,
+                                        cpu=cpu_notes(parsed))
     if not pairs.empty:
         written["paired.csv"] = out / "paired.csv"
         pairs.to_csv(written["paired.csv"], index=False)

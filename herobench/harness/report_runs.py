@@ -83,6 +83,9 @@ def read_run(path: Path) -> tuple[dict, list[tuple[int, dict]]]:
                 or (settings.get("rater") or {}).get("profile", "default")
             ),
             "budget_labels": settings.get("budget_labels"),
+            # the kernels torch ran (AVX2, AVX512, ...): runs on different ones round differently, so their
+            # images on the same noises may differ (report.cpu_notes measures by how much)
+            "cpu_capability": str((config.get("environment") or {}).get("cpu_capability") or "unknown"),
             # what makes two runs' evaluation images the same images (paired comparisons)
             "eval_key": json.dumps([settings.get("eval"), config.get("sampler"), str(config.get("model")),
                                     bool((config.get("method") or {}).get("custom_eval_noise")), precision],
